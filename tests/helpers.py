@@ -1,0 +1,31 @@
+"""Reading back what a study left in MLflow (tests talk to the real store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+
+def runs_of(tracking_uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, trial runs) of an experiment."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tuner.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    return parents, trials
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list:
+    return MlflowClient(tracking_uri).get_metric_history(run_id, key)
+
+
+def load_study(name: str, path: Any) -> Any:
+    """Open a study in a journal file, as a user would with Optuna alone."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name=name,
+                             storage=JournalStorage(JournalFileBackend(str(path))))

@@ -1,0 +1,138 @@
+"""The `tuner` command as a user runs it: real processes, exit codes, stdout/stderr."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import subprocess_env, tuner_command, write_space
+from tests.helpers import load_study, runs_of
+
+SLOW_SPACE = """\
+name: slow
+data: {source: digits}
+training:
+  max_epochs: 8
+  early_stopping: false
+study: {strategy: random, trials: 2, pruner: none}
+params:
+  n_layers: 3
+  units: 384
+  lr: {type: float, low: 1e-4, high: 1e-3, log: true}
+  batch_size: 8
+"""
+
+
+def tuner(args: list[str], cwd: Path, uri: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*tuner_command(), *args], cwd=cwd, env=subprocess_env(uri),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_bad_space_exits_2_with_one_line_and_writes_nothing(
+        workdir: Path, tracking_uri: str) -> None:
+    bad = write_space(workdir, "params:\n  lr: {type: float, low: 1, high: 0.1}\n", "bad.yaml")
+    result = tuner(["run", str(bad), "--experiment", "never-created"], workdir, tracking_uri)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "bad.yaml:2: params.lr.low" in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (workdir / "tuner.journal").exists()
+    assert MlflowClient(tracking_uri).get_experiment_by_name("never-created") is None
+
+
+def test_validate_lists_parameters_and_grid_size(workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir)
+    result = tuner(["validate", str(space), "--json"], workdir, tracking_uri)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["grid_size"] == 8
+    assert {p["name"] for p in info["params"]} >= {"n_layers", "units_0", "units_1", "momentum"}
+    assert next(p for p in info["params"] if p["name"] == "momentum")["when"] == \
+        "optimizer == 'sgd'"
+    plain = tuner(["validate", str(space)], workdir, tracking_uri)
+    assert "grid size: 8" in plain.stdout
+
+
+def test_run_json_then_studies_and_best(workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir)
+    result = tuner(["run", str(space), "--trials", "2", "--json", "--no-model",
+                    "--experiment", "cli-json"], workdir, tracking_uri)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for key in ("study", "strategy", "best_value", "best_params", "n_complete", "n_pruned",
+                "n_failed", "wall_s", "test_metrics", "mlflow_experiment_id",
+                "mlflow_parent_run_id"):
+        assert key in summary
+    assert summary["n_complete"] == 2 and 0 < summary["best_value"] <= 1
+    assert 0 < summary["test_metrics"]["accuracy"] <= 1
+    assert (workdir / "tuner.journal").exists()  # the default storage, in the working folder
+
+    listed = json.loads(tuner(["studies", "--json"], workdir, tracking_uri).stdout)
+    assert [s["study"] for s in listed["studies"]] == [summary["study"]]
+    assert listed["studies"][0]["states"] == {"COMPLETE": 2}
+
+    best = tuner(["best", summary["study"], "--json"], workdir, tracking_uri)
+    assert best.returncode == 0, best.stderr
+    info = json.loads(best.stdout)
+    assert info["value"] == summary["best_value"]
+    run = MlflowClient(tracking_uri).get_run(info["mlflow_run_id"])
+    assert run.data.tags["trial_number"] == str(info["trial"])
+    assert run.data.tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"]
+
+    missing = tuner(["best", "no-such-study"], workdir, tracking_uri)
+    assert missing.returncode == 2 and "no study 'no-such-study'" in missing.stderr
+
+
+def test_a_storage_password_is_never_printed(workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir)
+    url = "postgresql://tuner:hunter2secret@127.0.0.1:1/nodb"
+    result = tuner(["run", str(space), "--storage", url], workdir, tracking_uri)
+    assert result.returncode == 2
+    assert "hunter2secret" not in result.stderr + result.stdout
+    assert "tuner:***@127.0.0.1" in result.stderr
+
+
+def test_sigint_ends_runs_killed_and_the_study_resumes(workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir, SLOW_SPACE, "slow.yaml")
+    args = ["run", str(space), "--experiment", "sigint", "--no-model", "--quiet", "--threads", "1"]
+    proc = subprocess.Popen([*tuner_command(), *args], cwd=workdir,
+                            env=subprocess_env(tracking_uri), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(tracking_uri)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a trial is training
+        exp = client.get_experiment_by_name("sigint")
+        if exp and client.search_runs([exp.experiment_id], "tags.`tuner.role` = 'trial'"):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError("no trial started")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+
+    parents, trials = runs_of(tracking_uri, "sigint")
+    assert [r.info.status for r in trials] == ["KILLED"]
+    assert [r.info.status for r in parents] == ["KILLED"]
+    study = load_study("slow-random-seed0", workdir / "tuner.journal")
+    interrupted = study.trials[0]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
+    assert study.trials[1].state.name == "WAITING"  # re-queued with the same parameters
+
+    resumed = tuner([*args[:-2], "--trials", "1", "--threads", "1"], workdir, tracking_uri)
+    assert resumed.returncode == 0, resumed.stderr
+    study = load_study("slow-random-seed0", workdir / "tuner.journal")
+    assert study.trials[1].state.name == "COMPLETE"
+    assert study.trials[1].params == interrupted.params
+    parents, trials = runs_of(tracking_uri, "sigint")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "RUNNING" not in {r.info.status for r in trials}

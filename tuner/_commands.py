@@ -1,0 +1,157 @@
+"""The CLI's subcommands: parse flags into API calls, print tables or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tuner._errors import TunerError
+from tuner._spec import load_space
+from tuner._storage import describe, open_storage
+from tuner._study import ATTR_EXPERIMENT, ATTR_STRATEGY, TRIAL_PARAMS
+
+if TYPE_CHECKING:
+    from tuner._runner import StudyResult
+
+_out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tuner._runner import RunOptions, run_study
+
+    space = load_space(args.space)
+    if args.trials is not None and args.trials < 1:
+        raise TunerError(f"--trials must be >= 1, got {args.trials}")
+    if args.threads is not None and args.threads < 1:
+        raise TunerError(f"--threads must be >= 1, got {args.threads}")
+    options = RunOptions(
+        strategy=args.strategy, trials=args.trials, seed=args.seed, pruner=args.pruner,
+        storage=args.storage, study_name=args.study, experiment=args.experiment,
+        tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
+        log_model=not args.no_model, threads=args.threads,
+        progress=not (args.quiet or args.json),
+    )
+    result = run_study(space, options)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        _print_result(result)
+    if result.interrupted:
+        print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_result(result: StudyResult) -> None:
+    table = Table(title=f"study {result.study} ({result.strategy})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    best = "-" if result.best_value is None else f"{result.best_value:.4f} (trial {result.best_trial})"
+    table.add_row("best value", best)
+    table.add_row("best params", ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items()))
+    table.add_row("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, "
+                  f"{result.n_failed} failed")
+    if result.test_metrics:
+        table.add_row("test (held out)", ", ".join(f"{k}={v:.4f}" for k, v in
+                                                   result.test_metrics.items()))
+    table.add_row("wall time", f"{result.wall_s:.1f} s (MLflow calls {result.tracking_s:.2f} s)")
+    table.add_row("study storage", result.storage)
+    if result.tracking_uri:
+        table.add_row("MLflow", f"{result.tracking_uri}, parent run {result.mlflow_parent_run_id}")
+    for note in result.notes:
+        table.add_row("note", note)
+    _out.print(table)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    rows = [(p.name, p.describe(), p.when.describe() if p.when else "") for p in space.params]
+    grid = space.params.grid_size()
+    if args.json:
+        print(json.dumps({"file": space.file, "name": space.name, "hash": space.hash,
+                          "grid_size": grid, "objective": space.objective.key,
+                          "direction": space.objective.direction,
+                          "params": [{"name": n, "kind": d, "when": w} for n, d, w in rows]}))
+        return 0
+    table = Table(title=f"{space.file}: {space.name} (ok)")
+    for column in ("parameter", "values", "only when"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _out.print(table)
+    _out.print(f"objective: {space.objective.key} ({space.objective.direction}); data: "
+               f"{space.data.source}; strategy {space.study.strategy}, {space.study.trials} "
+               f"trials; grid size: {grid}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    storage = open_storage(args.storage)
+    rows: list[dict[str, Any]] = []
+    for summary in storage.get_all_studies():
+        trials = storage.get_all_trials(summary._study_id, deepcopy=False)
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        best = None
+        if counts.get("COMPLETE"):
+            best = storage.get_best_trial(summary._study_id).value
+        rows.append({"study": summary.study_name, "strategy": summary.user_attrs.get(ATTR_STRATEGY),
+                     "direction": summary.direction.name.lower(), "trials": len(trials),
+                     "states": counts, "best_value": best})
+    if args.json:
+        print(json.dumps({"storage": describe(args.storage), "studies": rows}))
+        return 0
+    table = Table(title=f"studies in {describe(args.storage)}")
+    for column in ("study", "strategy", "direction", "trials", "complete", "pruned", "failed",
+                   "best"):
+        table.add_column(column)
+    for r in rows:
+        states = r["states"]
+        table.add_row(r["study"], str(r["strategy"] or "-"), r["direction"], str(r["trials"]),
+                      str(states.get("COMPLETE", 0)), str(states.get("PRUNED", 0)),
+                      str(states.get("FAIL", 0)),
+                      "-" if r["best_value"] is None else f"{r['best_value']:.4f}")
+    _out.print(table)
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    import optuna
+
+    storage = open_storage(args.storage)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if args.study not in names:
+        raise TunerError(f"no study {args.study!r} in {describe(args.storage)}; "
+                         f"studies: {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise TunerError(f"study {args.study!r} has no complete trial yet") from None
+    run_id = None
+    experiment = study.user_attrs.get(ATTR_EXPERIMENT)
+    if experiment is not None:
+        from tuner._tracking import find_trial_run
+
+        run_id = find_trial_run(args.tracking_uri, experiment, args.study, best.number)
+    info = {"study": args.study, "trial": best.number, "value": best.value,
+            "params": best.user_attrs.get(TRIAL_PARAMS, best.params),
+            "mlflow_experiment_id": experiment, "mlflow_run_id": run_id}
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    _out.print(f"study {args.study}: best trial {best.number}, value {best.value:.6g}")
+    for key, value in info["params"].items():
+        _out.print(f"  {key} = {_fmt(value)}")
+    _out.print(f"MLflow run: {run_id or 'not tracked'} (experiment {experiment or '-'})")
+    return 0

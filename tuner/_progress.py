@@ -1,0 +1,55 @@
+"""The live progress bar of `tuner run` (on stderr, so stdout stays clean for --json)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class StudyProgress:
+    """trials done / planned, best value so far, pruned and failed counts, elapsed, ETA."""
+
+    def __init__(self, title: str, planned: int, done: int, enabled: bool = True):
+        self.enabled = enabled
+        self.console = Console(file=sys.stderr)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TextColumn("pruned {task.fields[pruned]} failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not enabled,
+            transient=False,
+        )
+        self._task = self._progress.add_task(title, total=planned, completed=done,
+                                             best="-", pruned=0, failed=0)
+
+    def __enter__(self) -> StudyProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def update(self, done: int, best: float | None, pruned: int, failed: int) -> None:
+        self._progress.update(self._task, completed=done,
+                              best="-" if best is None else f"{best:.4g}",
+                              pruned=pruned, failed=failed)
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            self._progress.console.print(message)

@@ -1,0 +1,161 @@
+"""The training loop: tensors in memory, batches sliced from a per-epoch permutation.
+
+It knows nothing about Optuna or MLflow: it emits per-epoch events to callbacks, which may raise
+to stop training (pruning, interruption). Validation runs under `inference_mode` in large batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuner._data import Dataset, Split
+from tuner._hparams import TrialConfig
+from tuner._metrics import METRICS, is_better, metrics_for
+from tuner._model import build_mlp, build_optimizer, build_scheduler
+from tuner._spec import EarlyStopping
+
+_EVAL_BATCH = 8192
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+    def __init__(self, epoch: int, value: float):
+        super().__init__(f"non-finite training loss ({value}) in epoch {epoch}")
+        self.epoch = epoch
+        self.value = value
+
+
+@dataclass
+class FitResult:
+    model: nn.Sequential
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    stopped_early: bool = False
+
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        return self.history[self.best_epoch - 1] if self.history else {}
+
+
+def fit(
+    config: TrialConfig,
+    data: Dataset,
+    *,
+    max_epochs: int,
+    early_stopping: EarlyStopping | None,
+    seed: int,
+    callbacks: Sequence[Callback] = (),
+    monitor: str | None = None,
+    monitor_direction: str = "maximize",
+) -> FitResult:
+    """Train one MLP. The returned model holds the best monitored epoch's weights when
+    early stopping restores them, else the last epoch's."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = build_mlp(config, data.n_features, data.n_outputs)
+    optimizer = build_optimizer(config, list(model.parameters()))
+    scheduler, per_batch = build_scheduler(config, optimizer, max_epochs)
+    loss_fn = _loss(data.task)
+    if early_stopping is not None:
+        monitor, monitor_direction = f"val_{early_stopping.monitor}", early_stopping.direction
+    x, y = data.train.x, data.train.y
+    n = len(data.train)
+    batch = max(1, min(config.batch_size, n))
+    # A batch of one row breaks batch norm's statistics; such a tail is skipped.
+    stop = n - 1 if config.batch_norm and n % batch == 1 and n > batch else n
+
+    result = FitResult(model)
+    best_value: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    stale = 0
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total = torch.zeros(())
+        for start in range(0, stop, batch):
+            idx = order[start:start + batch]
+            loss = loss_fn(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_batch and scheduler is not None:
+                scheduler.step()
+            total += loss.detach() * idx.numel()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        train_loss = float(total) / stop
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(epoch, train_loss)
+        metrics = {"train_loss": train_loss, **evaluate(model, data, data.val, prefix="val_")}
+        result.history.append(metrics)
+        result.epochs_run = epoch
+        value = metrics.get(monitor) if monitor else None
+        if value is not None and math.isfinite(value) and is_better(
+                monitor_direction, value, best_value,
+                early_stopping.min_delta if early_stopping else 0.0):
+            best_value, result.best_epoch, stale = value, epoch, 0
+            if early_stopping is not None and early_stopping.restore_best_weights:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, metrics)
+        if early_stopping is not None and stale >= early_stopping.patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = result.epochs_run
+    return result
+
+
+class _RegressionLoss(nn.Module):
+    """MSE on a single-output head: the (n, 1) output is compared with the (n,) target."""
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(out.squeeze(-1), target)
+
+
+def _loss(task: str) -> nn.Module:
+    return nn.CrossEntropyLoss() if task == "classification" else _RegressionLoss()
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.inference_mode():
+        outs = [model(x[i:i + _EVAL_BATCH]) for i in range(0, x.shape[0], _EVAL_BATCH)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, data: Dataset, split: Split, prefix: str = "") -> dict[str, float]:
+    """Loss and every metric of the task on one split (regression metrics in original units)."""
+    out = predict(model, split.x)
+    if data.task == "regression":
+        out = out.squeeze(1)
+    with torch.inference_mode():
+        loss = float(_loss(data.task)(out, split.y))
+    values = {f"{prefix}loss": loss}
+    y_true = split.y.numpy()
+    scores = out.numpy()
+    if data.task == "regression":
+        y_true = data.to_original_units(y_true.astype(np.float64))
+        scores = data.to_original_units(scores.astype(np.float64))
+    for name in metrics_for(data.task):
+        if name != "loss":
+            values[f"{prefix}{name}"] = METRICS[name].compute(y_true, scores)
+    return values
