@@ -11,24 +11,62 @@ from rich.console import Console
 from rich.table import Table
 
 from tuner._errors import TunerError
-from tuner._spec import load_space
+from tuner._spec import PRUNERS, STRATEGIES, load_space
 from tuner._storage import describe, open_storage
 from tuner._study import ATTR_EXPERIMENT, ATTR_STRATEGY, TRIAL_PARAMS
 
 if TYPE_CHECKING:
     from tuner._runner import StudyResult
 
+def register(sub: Any) -> None:
+    run = sub.add_parser("run", help="create or resume a study and run it")
+    run.add_argument("space", help="search-space YAML file")
+    run.add_argument("--strategy", choices=STRATEGIES, help="default: the space's study.strategy")
+    run.add_argument("--trials", type=int, help="trial budget of the study (default: the space's)")
+    run.add_argument("--seed", type=int, help="study seed (default: the space's study.seed)")
+    run.add_argument("--pruner", choices=PRUNERS, help="default: the space's study.pruner")
+    run.add_argument("--storage", help="Optuna storage: a journal file path (default "
+                     "tuner.journal), sqlite:///, postgresql://, redis://")
+    run.add_argument("--study", help="study name (default: SPACE-STRATEGY-seedN)")
+    run.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
+                     "or sqlite:///mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--no-model", action="store_true", help="do not log the best model")
+    run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a space file; list parameters, grid size")
+    validate.add_argument("space")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(handler=cmd_validate)
+
+    studies = sub.add_parser("studies", help="list the studies in a storage")
+    studies.add_argument("--storage")
+    studies.add_argument("--json", action="store_true")
+    studies.set_defaults(handler=cmd_studies)
+
+    best = sub.add_parser("best", help="print a study's best trial and its MLflow run")
+    best.add_argument("study")
+    best.add_argument("--storage")
+    best.add_argument("--tracking-uri")
+    best.add_argument("--json", action="store_true")
+    best.set_defaults(handler=cmd_best)
+
+
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tuner._runner import RunOptions, run_study
-
-    space = load_space(args.space)
+    space = load_space(args.space)  # before the heavy imports: a bad file fails in a second
     if args.trials is not None and args.trials < 1:
         raise TunerError(f"--trials must be >= 1, got {args.trials}")
     if args.threads is not None and args.threads < 1:
         raise TunerError(f"--threads must be >= 1, got {args.threads}")
+    from tuner._runner import RunOptions, run_study
+
     options = RunOptions(
         strategy=args.strategy, trials=args.trials, seed=args.seed, pruner=args.pruner,
         storage=args.storage, study_name=args.study, experiment=args.experiment,

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +61,8 @@ class RunOptions:
     log_model: bool = True
     threads: int | None = None
     progress: bool = True
+    # Called in this process after each trial is recorded (e.g. a comparison's live view).
+    on_trial: Callable[[TrialOutcome], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,9 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
                                                   else handle.study.ask())
                 if trial is None:
                     break
-                session.run(trial, stop)
+                outcome = session.run(trial, stop)
+                if options.on_trial is not None:
+                    options.on_trial(outcome)
                 progress.update(counted_trials(handle.study), session.best_value(),
                                 *session.pruned_failed())
         interrupted = stop.is_set()
@@ -226,7 +230,7 @@ class _Session:
             return run
         return start
 
-    def run(self, trial: optuna.Trial, stop: threading.Event) -> None:
+    def run(self, trial: optuna.Trial, stop: threading.Event) -> TrialOutcome:
         self._open = (trial, None)
         outcome, run = run_trial(trial, self.space, self.data, self.seed, stop, self.prune,
                                  self._start_tracking(trial))
@@ -234,6 +238,7 @@ class _Session:
         self.ran += 1
         self._record(trial, outcome, run)
         self._open = None
+        return outcome
 
     def _record(self, trial: optuna.Trial, outcome: TrialOutcome, run: Any) -> None:
         study = self.study
