@@ -19,7 +19,7 @@ from tuner._study import TRIAL_PARAMS
 
 def options(tmp: Path, uri: str, experiment: str, **kw) -> RunOptions:
     base = dict(storage=str(tmp / "study.journal"), tracking_uri=uri, experiment=experiment,
-                log_model=False, progress=False, threads=1)
+                log_model=False, progress=False, threads=1, views=False)
     base.update(kw)
     return RunOptions(**base)
 

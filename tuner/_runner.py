@@ -61,6 +61,10 @@ class RunOptions:
     log_model: bool = True
     threads: int | None = None
     progress: bool = True
+    views: bool = True  # Optuna's plots as artifacts of the parent run
+    # A comparison nests each study's parent run under its own run, with extra tags.
+    parent_run_id: str | None = None
+    extra_tags: tuple[tuple[str, str], ...] = ()
     # Called in this process after each trial is recorded (e.g. a comparison's live view).
     on_trial: Callable[[TrialOutcome], None] | None = field(default=None, compare=False)
 
@@ -144,7 +148,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
                                 *session.pruned_failed())
         interrupted = stop.is_set()
         status = "KILLED" if interrupted else "FINISHED"
-        final = {} if interrupted else session.finish(parent, options.log_model)
+        final = {} if interrupted else session.finish(parent, options.log_model, options.views)
     except BaseException:
         session.abort(parent)
         raise
@@ -212,7 +216,9 @@ class _Session:
         params = {"strategy": self.strategy, "seed": self.seed, "pruner": pruner,
                   "max_epochs": self.space.training.max_epochs,
                   "data": self.space.data.source, "objective": self.space.objective.key}
-        self.parent = self.tracker.start_study(self.study.study_name, tags, params, resume)
+        tags.update(dict(options.extra_tags))
+        self.parent = self.tracker.start_study(self.study.study_name, tags, params, resume,
+                                               parent_run_id=options.parent_run_id)
         if self.parent != resume:
             self.study.set_user_attr(ATTR_PARENT_RUN, self.parent)
             self.study.set_user_attr(ATTR_EXPERIMENT, self.tracker.experiment_id)
@@ -309,7 +315,7 @@ class _Session:
                      for t in trials)
         return pruned, failed
 
-    def finish(self, parent: str | None, log_model: bool) -> dict[str, Any]:
+    def finish(self, parent: str | None, log_model: bool, views: bool) -> dict[str, Any]:
         """Evaluate the best trial once on the test split; log the study's summary and model."""
         try:
             best = self.study.best_trial
@@ -339,6 +345,10 @@ class _Session:
                                            indent=2, default=str),
             "trials.csv": buffer.getvalue(),
         })
+        if views:
+            from tuner._report import study_views
+
+            self.tracker.log_artifacts(parent, study_views(self.study), folder="views")
         if log_model:
             final["model_uri"] = self.tracker.log_model(parent, self._scoring(model),
                                                         self._input_example())

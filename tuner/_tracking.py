@@ -66,7 +66,7 @@ class Tracker:
             return str(found.experiment_id)
 
     def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                    resume_run_id: str | None) -> str:
+                    resume_run_id: str | None, parent_run_id: str | None = None) -> str:
         """The study's parent run: reopened when resuming, else created."""
         if resume_run_id is not None:
             try:
@@ -77,8 +77,9 @@ class Tracker:
                 self._call(self.client.update_run, resume_run_id, status="RUNNING")
                 self._call(self.client.set_tag, resume_run_id, "resumed", "true")
                 return resume_run_id
+        nested = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}
         run = self._call(self.client.create_run, self.experiment_id,
-                         tags={**tags, "tuner.role": "study"}, run_name=name)
+                         tags={**tags, **nested, "tuner.role": "study"}, run_name=name)
         run_id = str(run.info.run_id)
         self._call(self.client.log_batch, run_id,
                    params=[Param(k, _text(v)) for k, v in params.items()])
@@ -111,8 +112,11 @@ class Tracker:
         run = self._call(self.client.get_run, run_id)
         return dict(run.data.tags), dict(run.data.metrics)
 
-    def log_artifacts(self, run_id: str, files: Mapping[str, str | bytes]) -> None:
+    def log_artifacts(self, run_id: str, files: Mapping[str, str | bytes],
+                      folder: str | None = None) -> None:
         """Write each (file name -> content) pair as an artifact of the run."""
+        if not files:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
                 path = Path(tmp) / name
@@ -120,7 +124,7 @@ class Tracker:
                     path.write_bytes(content)
                 else:
                     path.write_text(content, encoding="utf-8")
-            self._call(self.client.log_artifacts, run_id, tmp)
+            self._call(self.client.log_artifacts, run_id, tmp, folder)
 
     def log_model(self, run_id: str, model: Any, input_example: Any) -> str:
         """Log a torch model (PyTorch flavour, signature inferred from the example)."""
