@@ -19,15 +19,37 @@ from tuner._errors import DataError, SpaceError, StorageError, TunerError
 from tuner._spec import Space, load_space, parse_space
 
 if TYPE_CHECKING:
-    from tuner._runner import RunOptions, StudyResult, run_study
+    from tuner._custom import Reporter
+    from tuner._final import FinalOptions, FinalResult
+    from tuner._multi import FrontMember
+    from tuner._runner import RunOptions, StudyResult
+    from tuner.api import (
+        evaluate,
+        export,
+        open_study,
+        pareto_front,
+        pick,
+        run_study,
+        runs,
+        trials,
+    )
 
 __version__ = "0.1.0"
 
 _LAZY = {"RunOptions": "tuner._runner", "StudyResult": "tuner._runner",
-         "run_study": "tuner._runner"}
+         "run_study": "tuner.api"}
+# The Python API (custom objectives, multi-objective fronts, stored studies and runs).
+_LAZY.update({name: "tuner.api" for name in ("evaluate", "export", "open_study", "pareto_front",
+                                             "pick", "runs", "trials")})
+_LAZY.update({"Reporter": "tuner._custom", "FrontMember": "tuner._multi",
+              "FinalOptions": "tuner._final", "FinalResult": "tuner._final"})
 
 __all__ = [
     "DataError",
+    "FinalOptions",
+    "FinalResult",
+    "FrontMember",
+    "Reporter",
     "RunOptions",
     "Space",
     "SpaceError",
@@ -35,9 +57,16 @@ __all__ = [
     "StudyResult",
     "TunerError",
     "__version__",
+    "evaluate",
+    "export",
     "load_space",
+    "open_study",
+    "pareto_front",
     "parse_space",
+    "pick",
     "run_study",
+    "runs",
+    "trials",
 ]
 
 

@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 # Each module adds its subcommands with `register(subparsers)` and imports heavy libraries
 # (torch, mlflow) only inside its handlers, so `tuner --help` and `tuner validate` stay fast.
-COMMAND_MODULES = ("tuner._commands",)
+COMMAND_MODULES = ("tuner._commands", "tuner._cmd_worker", "tuner._cmd_compare",
+                   "tuner._cmd_final")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from tuner._cmd_worker import add_run_flags, run_options
 from tuner._errors import TunerError
 from tuner._spec import PRUNERS, STRATEGIES, load_space
 from tuner._storage import describe, open_storage
@@ -36,6 +37,15 @@ def register(sub: Any) -> None:
     run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(run)  # --workers, --dask, --heartbeat-timeout, --allow-space-change
+    run.add_argument("--enqueue", metavar="FILE", help="known configurations to run first: a "
+                     "YAML list of {param: value}, or a file written by `tuner export`")
+    run.add_argument("--warm-start", metavar="STUDY", help="start a new study from the trials "
+                     "of STUDY (same storage) that fit this space")
+    run.add_argument("--patience", type=int, help="stop the study after N trials without a "
+                     "better best value")
+    run.add_argument("--timeout", type=float, help="wall-clock budget in seconds: no trial "
+                     "starts after it; the running one finishes")
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="check a space file; list parameters, grid size")
@@ -56,6 +66,14 @@ def register(sub: Any) -> None:
     best.set_defaults(handler=cmd_best)
 
 
+# What a strategy costs beyond training, said where a user picks it.
+STRATEGY_COSTS = {
+    "gp": "the GP sampler's cost per trial grows cubically with the number of trials (about "
+          "0.25-0.8 s near trial 200); when choosing parameters takes over 25% of the recent "
+          "trial time, tuner warns and continues the study with TPE",
+    "grid": "grid runs every grid point once; its size multiplies with each parameter",
+}
+
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -65,14 +83,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise TunerError(f"--trials must be >= 1, got {args.trials}")
     if args.threads is not None and args.threads < 1:
         raise TunerError(f"--threads must be >= 1, got {args.threads}")
-    from tuner._runner import RunOptions, run_study
+    if args.patience is not None and args.patience < 1:
+        raise TunerError(f"--patience must be >= 1, got {args.patience}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise TunerError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    from tuner._runner import RunOptions
+    from tuner.api import run_study
 
     options = RunOptions(
         strategy=args.strategy, trials=args.trials, seed=args.seed, pruner=args.pruner,
         storage=args.storage, study_name=args.study, experiment=args.experiment,
         tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
         log_model=not args.no_model, threads=args.threads,
-        progress=not (args.quiet or args.json),
+        progress=not (args.quiet or args.json), **run_options(args),
+        enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
+        timeout=args.timeout,
     )
     result = run_study(space, options)
     if args.json:
@@ -114,10 +139,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     rows = [(p.name, p.describe(), p.when.describe() if p.when else "") for p in space.params]
     grid = space.params.grid_size()
+    notes = [STRATEGY_COSTS[space.study.strategy]] if space.study.strategy in STRATEGY_COSTS else []
     if args.json:
         print(json.dumps({"file": space.file, "name": space.name, "hash": space.hash,
                           "grid_size": grid, "objective": space.objective.key,
-                          "direction": space.objective.direction,
+                          "direction": space.objective.direction, "notes": notes,
                           "params": [{"name": n, "kind": d, "when": w} for n, d, w in rows]}))
         return 0
     table = Table(title=f"{space.file}: {space.name} (ok)")
@@ -129,6 +155,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _out.print(f"objective: {space.objective.key} ({space.objective.direction}); data: "
                f"{space.data.source}; strategy {space.study.strategy}, {space.study.trials} "
                f"trials; grid size: {grid}")
+    for note in notes:
+        _out.print(f"note: {note}")
     return 0
 
 
@@ -172,6 +200,8 @@ def cmd_best(args: argparse.Namespace) -> int:
         raise TunerError(f"no study {args.study!r} in {describe(args.storage)}; "
                          f"studies: {', '.join(names) or 'none'}")
     study = optuna.load_study(study_name=args.study, storage=storage)
+    if len(study.directions) > 1:
+        return _print_front(study, args.json)
     try:
         best = study.best_trial
     except ValueError:
@@ -192,4 +222,20 @@ def cmd_best(args: argparse.Namespace) -> int:
     for key, value in info["params"].items():
         _out.print(f"  {key} = {_fmt(value)}")
     _out.print(f"MLflow run: {run_id or 'not tracked'} (experiment {experiment or '-'})")
+    return 0
+
+
+def _print_front(study: Any, as_json: bool) -> int:
+    """A multi-objective study has no single best trial: list its Pareto front."""
+    from tuner._multi import format_front, front_table, objectives_of
+
+    rows = front_table(study)
+    if as_json:
+        print(json.dumps({"study": study.study_name, "objectives": objectives_of(study),
+                          "front": rows}, default=str))
+        return 0
+    if not rows:
+        raise TunerError(f"study {study.study_name!r} has no complete trial yet")
+    _out.print(format_front(study))
+    _out.print("pick one with: tuner evaluate STUDY --front-index I, or --where 'params<50000'")
     return 0

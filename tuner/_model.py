@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -91,3 +95,27 @@ class ScoringModel(nn.Module):
         if self.task == "classification":
             return torch.softmax(out, dim=1)
         return out.squeeze(1) * self.get_buffer("target_scale") + self.get_buffer("target_mean")
+
+
+class RawRowScorer:
+    """A fitted scikit-learn preprocessing pipeline in front of a `ScoringModel`: scores a
+    DataFrame of rows as the file had them (categorical text, missing values and all).
+
+    Logged as an MLflow pyfunc model next to the PyTorch one; it returns class probabilities
+    (one column per class) or the predicted target (column `prediction`).
+    """
+
+    def __init__(self, preprocessor: Any, model: ScoringModel, classes: Sequence[str]):
+        self.preprocessor = preprocessor
+        self.model = model
+        self.classes = list(classes)
+
+    # MLflow reads this signature: a DataFrame in, a DataFrame out.
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        x = torch.as_tensor(self.preprocessor.transform(rows), dtype=torch.float32)
+        self.model.eval()
+        with torch.inference_mode():
+            out = self.model(x).numpy().astype(np.float64)
+        if self.model.task == "classification":
+            return pd.DataFrame(out, columns=self.classes)
+        return pd.DataFrame({"prediction": out})

@@ -7,15 +7,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from tuner._data import Dataset
 from tuner._hparams import TrialConfig
 from tuner._spec import Space
 from tuner._strategies import trial_seed
-from tuner._study import TRIAL_PARAMS, TRIAL_SEED
+from tuner._study import TRIAL_BEST_EPOCH, TRIAL_CV_VALUES, TRIAL_PARAMS, TRIAL_SEED
 from tuner._training import Callback, FitResult, NonFiniteLoss, fit
 
 
@@ -36,6 +38,7 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     fit: FitResult | None = None
     seconds: float = 0.0
+    values: list[float] | None = None  # one per objective (multi-objective spaces)
 
 
 class _PruningReporter:
@@ -71,6 +74,17 @@ class _History:
         self.epochs.append(dict(metrics))
 
 
+class _Prefixed:
+    """Hands a fold's per-epoch metrics on under `fold<i>_` names (one curve per fold)."""
+
+    def __init__(self, callback: Callback, prefix: str):
+        self.callback = callback
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        self.callback.on_epoch_end(epoch, {f"{self.prefix}{k}": v for k, v in metrics.items()})
+
+
 def run_trial(
     trial: optuna.Trial,
     space: Space,
@@ -89,20 +103,26 @@ def run_trial(
     outcome = TrialOutcome(trial.number, "COMPLETE", dict(params), seed)
     run = start_tracking(params)
     history = _History()
-    callbacks: list[Callback] = [history]
-    if run is not None:
-        callbacks.append(run)
-    if prune:
-        callbacks.append(_PruningReporter(trial, space.objective.key))
-    callbacks.append(_StopCheck(stop))
-    early = space.training.early_stopping
+    pruning: list[Callback] = [_PruningReporter(trial, space.objective.key)] if prune else []
     try:
-        result = fit(
-            TrialConfig.from_params(params), data,
-            max_epochs=space.training.max_epochs, early_stopping=early, seed=seed,
-            callbacks=callbacks, monitor=space.objective.key,
-            monitor_direction=space.objective.direction,
-        )
+        if space.model == "custom":
+            _run_custom(space, params, seed, trial.number, outcome, callbacks=(
+                history, *([run] if run is not None else []), *pruning, _StopCheck(stop)))
+        elif data.folds:
+            _cross_validate(trial, space, data, params, seed, outcome, run, history, pruning, stop)
+        else:
+            callbacks: list[Callback] = [history, *([run] if run is not None else []), *pruning,
+                                         _StopCheck(stop)]
+            result = _fit(space, params, data, seed, callbacks)
+            outcome.fit = result
+            outcome.epochs, outcome.best_epoch = result.epochs_run, result.best_epoch
+            outcome.metrics = result.best_metrics
+            outcome.value = result.best_metrics.get(space.objective.key, math.nan)
+        _measure_extras(space, data, outcome)
+        if space.multi:
+            outcome.values = [outcome.metrics.get(o.key, math.nan) for o in space.objectives]
+            if not all(math.isfinite(v) for v in outcome.values):
+                outcome.value = math.nan
     except optuna.TrialPruned as exc:
         outcome.state, outcome.reason = "PRUNED", str(exc)
     except NonFiniteLoss as exc:
@@ -111,18 +131,104 @@ def run_trial(
     except Interrupted as exc:
         outcome.state, outcome.reason = "INTERRUPTED", str(exc)
     else:
-        outcome.fit = result
-        outcome.epochs, outcome.best_epoch = result.epochs_run, result.best_epoch
-        outcome.metrics = result.best_metrics
-        value = result.best_metrics.get(space.objective.key, math.nan)
+        value = outcome.value if outcome.value is not None else math.nan
         if math.isfinite(value):
-            outcome.value = value
+            # `tuner evaluate` retrains for as many epochs as gave the kept weights.
+            trial.set_user_attr(TRIAL_BEST_EPOCH, outcome.best_epoch)
+            _constrain(trial, space, outcome.metrics)
         else:
-            outcome.state = "FAIL"
+            outcome.state, outcome.value = "FAIL", None
             outcome.reason = f"objective {space.objective.key} is {value}"
     if outcome.state != "COMPLETE":
+        outcome.value = None
         outcome.epochs = outcome.epochs or len(history.epochs)
         if history.epochs:
             outcome.metrics = history.epochs[-1]
     outcome.seconds = time.perf_counter() - started
     return outcome, run
+
+
+def _run_custom(space: Space, params: Mapping[str, Any], seed: int, number: int,
+                outcome: TrialOutcome, callbacks: tuple[Callback, ...]) -> None:
+    from tuner._custom import Reporter, final_metrics, resolve
+
+    trainer = resolve(space.hash, space.trainer, Path(space.file).parent)
+    early = space.training.early_stopping
+    reporter = Reporter(space.objective.key, space.objective.direction,
+                        max_epochs=space.training.max_epochs,
+                        patience=early.patience if early else None,
+                        min_delta=early.min_delta if early else 0.0, seed=seed,
+                        trial_number=number, callbacks=callbacks)
+    returned = trainer(dict(params), reporter)
+    outcome.metrics = final_metrics(returned, reporter)
+    outcome.value = outcome.metrics[space.objective.key]
+    outcome.epochs, outcome.best_epoch = reporter.epochs, reporter.best_epoch
+
+
+def _constrain(trial: optuna.Trial, space: Space, metrics: Mapping[str, float]) -> None:
+    """Optuna 5's constrained samplers read `set_constraint` values (<= 0: feasible); the list
+    is also kept as a user attr, for `tuner best` to mark infeasible front members."""
+    if not space.constraints:
+        return
+    violations = [c.violation(metrics) for c in space.constraints]
+    for constraint, violation in zip(space.constraints, violations, strict=True):
+        trial.set_constraint(constraint.key, violation)
+    trial.set_user_attr("constraints", violations)
+
+
+def _measure_extras(space: Space, data: Dataset, outcome: TrialOutcome) -> None:
+    """`params` (trainable parameters) and `latency` (ms per 1,000 rows, median of a few
+    timed passes on this machine) for MLP objectives that ask for them."""
+    keys = {o.key for o in space.objectives} | {c.key for c in space.constraints}
+    if outcome.fit is None or not keys & {"params", "latency"}:
+        return
+    from tuner._multi import latency_ms_per_1k, parameter_count
+
+    model = outcome.fit.model
+    outcome.metrics["params"] = float(parameter_count(model))
+    if "latency" in keys:
+        outcome.metrics["latency"] = latency_ms_per_1k(model, data.val.x)
+
+
+def _fit(space: Space, params: Mapping[str, Any], data: Dataset, seed: int,
+         callbacks: list[Callback]) -> FitResult:
+    return fit(
+        TrialConfig.from_params(params), data,
+        max_epochs=space.training.max_epochs, early_stopping=space.training.early_stopping,
+        seed=seed, callbacks=callbacks, monitor=space.objective.key,
+        monitor_direction=space.objective.direction, loss=space.training.loss,
+    )
+
+
+def _cross_validate(trial: optuna.Trial, space: Space, data: Dataset, params: Mapping[str, Any],
+                    seed: int, outcome: TrialOutcome, run: Callback | None, history: _History,
+                    pruning: list[Callback], stop: threading.Event) -> None:
+    """k folds, one after the other; the objective is the mean of the folds' best values.
+
+    Only the first fold reports to the pruner: every trial's first fold sees the same rows, so
+    its epochs compare across trials. Each fold's curves are logged as `fold<i>_...`, its best
+    value as step i of `cv_<objective>`."""
+    key = space.objective.key
+    values: list[float] = []
+    bests: list[dict[str, float]] = []
+    best_epochs: list[int] = []
+    for i, fold in enumerate(data.folds):
+        callbacks: list[Callback] = [history] if i == 0 else []
+        if run is not None:
+            callbacks.append(_Prefixed(run, f"fold{i}_"))
+        callbacks += [*(pruning if i == 0 else []), _StopCheck(stop)]
+        result = _fit(space, params, fold, seed, callbacks)
+        value = result.best_metrics.get(key, math.nan)
+        values.append(value)
+        bests.append(result.best_metrics)
+        best_epochs.append(result.best_epoch)
+        outcome.epochs = max(outcome.epochs, result.epochs_run)
+        if run is not None:
+            run.on_epoch_end(i, {f"cv_{key}": value})
+    trial.set_user_attr(TRIAL_CV_VALUES, values)
+    outcome.value = float(np.mean(values))
+    outcome.best_epoch = round(float(np.mean(best_epochs)))
+    shared = set.intersection(*(set(b) for b in bests))
+    outcome.metrics = {k: float(np.mean([b[k] for b in bests])) for k in sorted(shared)}
+    if len(values) > 1:
+        outcome.metrics[f"cv_{key}_std"] = float(np.std(values))

@@ -5,44 +5,48 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner._data import Dataset, load_dataset
 from tuner._errors import TunerError
+from tuner._heartbeat import DEFAULT_TIMEOUT_S, Heartbeat, LostTrial, interval_for
 from tuner._hparams import TrialConfig
+from tuner._loop import stop_on_signals, work
 from tuner._model import ScoringModel
 from tuner._objective import TrialOutcome, run_trial
 from tuner._progress import StudyProgress
-from tuner._spec import STRATEGIES, PrunerSpec, Space
-from tuner._storage import describe, open_storage
-from tuner._strategies import make_pruner, make_sampler
+from tuner._sampling import sampler_name, seeded_sampler
+from tuner._spec import STRATEGIES, Space
+from tuner._storage import RETRY_S, describe, open_storage
+from tuner._strategies import make_pruner
 from tuner._study import (
     ATTR_EXPERIMENT,
     ATTR_PARENT_RUN,
-    TRIAL_GRID,
     TRIAL_INTERRUPTED,
     TRIAL_PARAMS,
     TRIAL_REASON,
     TRIAL_SEED,
     StudyHandle,
-    claim_waiting,
     counted_trials,
     default_study_name,
-    enqueue_grid,
     open_study,
+    plan_budget,
+    retry_attrs,
+    retry_params,
+    uncounted,
 )
-from tuner._tracking import Tracker
+from tuner._tracking import Tracker, fail_trial_run
 from tuner._training import Callback, evaluate, fit
+from tuner._workers import check_scaling, pruner_spec_for, run_elsewhere
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,16 @@ class RunOptions:
     extra_tags: tuple[tuple[str, str], ...] = ()
     # Called in this process after each trial is recorded (e.g. a comparison's live view).
     on_trial: Callable[[TrialOutcome], None] | None = field(default=None, compare=False)
+    workers: int = 1  # worker processes on this machine (torch threads split between them)
+    dask: str | None = None  # a Dask scheduler address: trials run as tasks on that cluster
+    allow_space_change: bool = False  # resume a study whose space changed (recorded with it)
+    heartbeat_timeout: float = DEFAULT_TIMEOUT_S  # a silent RUNNING trial is failed, retried once
+    storage_retry_s: float = RETRY_S  # how long an unreachable storage is waited for
+    # Warm starts and stopping (tuner._warmstart, tuner._stopping).
+    enqueue_file: str | None = None  # known points (YAML list or exported config), run first
+    warm_start: str | None = None  # copy the fitting trials of this study into a new one
+    patience: int | None = None  # stop after this many trials without a better best value
+    timeout: float | None = None  # seconds; no trial starts after them, the running one ends
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class StudyResult:
     model_uri: str | None
     interrupted: bool
     notes: list[str] = field(default_factory=list)
+    storage_s: float = 0.0  # time in storage calls, all workers together
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,91 +114,71 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     """Create or resume the study described by `space` and run it to its trial budget."""
     options = options or RunOptions()
     started = time.perf_counter()
+    if space.multi:  # a Pareto front, not one best trial: its own loop
+        from tuner._multi import run_multi
+
+        return run_multi(space, options)
     strategy = options.strategy or space.study.strategy
     if strategy not in STRATEGIES:
         raise TunerError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     seed = space.study.seed if options.seed is None else options.seed
-    pruner_spec = space.study.pruner
-    if options.pruner is not None:
-        pruner_spec = PrunerSpec(options.pruner, pruner_spec.startup_trials,
-                                 pruner_spec.warmup_epochs, pruner_spec.min_resource,
-                                 pruner_spec.reduction_factor)
-    torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1)))
+    pruner_spec = pruner_spec_for(space, options.pruner)
+    threads, notes = check_scaling(options)
+    torch.set_num_threads(threads)
     data = load_dataset(space.data)  # bad data fails here, before any study or run exists
 
     name = options.study_name or default_study_name(space, strategy, seed)
-    storage = open_storage(options.storage)
-    handle = open_study(storage, name, space, strategy, seed, make_sampler(strategy, seed),
-                        make_pruner(pruner_spec, space.training.max_epochs))
-    notes: list[str] = []
-    if strategy == "grid":
-        grid = space.params.grid()
-        target = len(grid) if options.trials is None else min(options.trials, len(grid))
-        enqueue_grid(handle, grid, seed, target)
-        if target < len(grid):
-            notes.append(f"grid has {len(grid)} points; this run covers a seeded random "
-                         f"{target} of them (--trials)")
-    else:
-        target = options.trials or space.study.trials
+    storage = open_storage(options.storage, options.storage_retry_s)
+    from tuner._warmstart import apply_warm_start, check_warm_start
 
+    known = check_warm_start(storage, name, space, options)  # before anything is written
+    handle = open_study(storage, name, space, strategy, seed, seeded_sampler(strategy, seed),
+                        make_pruner(pruner_spec, space.training.max_epochs),
+                        allow_change=options.allow_space_change)
+    target = plan_budget(handle, space, strategy, seed, options.trials, pruner_spec.name, notes)
+    target += apply_warm_start(handle.study, space, storage, options, known, notes)
     tracker = Tracker(options.tracking_uri, options.experiment or space.name) \
         if options.tracking else None
-    session = _Session(space, handle, data, seed, strategy, pruner_spec.name != "none", tracker)
+    session = _Session(space, handle, data, seed, strategy, pruner_spec.name != "none", tracker,
+                       heartbeat_timeout=options.heartbeat_timeout)
     parent = session.open_parent(pruner_spec.name, options)
+    if handle.changes and tracker is not None and parent is not None:
+        tracker.log_summary(parent, {}, {"space_changes": json.dumps(list(handle.changes))})
     stop = threading.Event()
-    done = counted_trials(handle.study)
-    progress = StudyProgress(name, target, done, enabled=options.progress)
-    interrupted = False
+    progress = StudyProgress(name, target, counted_trials(handle.study), enabled=options.progress)
+    from tuner._stopping import Stopper
+
+    stopper = Stopper(options.patience, options.timeout, started)
+    on_trial = stopper.watch(lambda: handle.study, stop, options.on_trial)
     try:
-        with _stop_on_signals(stop, progress), progress:
-            while not stop.is_set() and counted_trials(handle.study) < target:
-                trial = claim_waiting(handle) or (None if strategy == "grid"
-                                                  else handle.study.ask())
-                if trial is None:
-                    break
-                outcome = session.run(trial, stop)
-                if options.on_trial is not None:
-                    options.on_trial(outcome)
-                progress.update(counted_trials(handle.study), session.best_value(),
-                                *session.pruned_failed())
-        interrupted = stop.is_set()
+        if options.workers > 1 or options.dask is not None:
+            with progress:
+                notes += run_elsewhere(session, options, target, threads, stop, progress)
+        else:
+            with stop_on_signals(stop, progress), progress:
+                work(session, target, stop, progress=progress, on_trial=on_trial)
+        interrupted = stop.is_set() and stopper.reason is None
+        notes += [stopper.reason] if stopper.reason else []
+        done = counted_trials(handle.study)
+        if not interrupted and done < target and strategy != "grid" and not stopper.reason:
+            raise RuntimeError(f"the study has {done} of {target} trials after all workers "
+                               "ended (see the notes above); run the same command to resume")
         status = "KILLED" if interrupted else "FINISHED"
         final = {} if interrupted else session.finish(parent, options.log_model, options.views)
-    except BaseException:
-        session.abort(parent)
+    except BaseException as exc:
+        session.abort(parent, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     if tracker is not None and parent is not None:
         tracker.end_run(parent, status)
     return session.result(started, interrupted, describe(options.storage), final, notes)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, progress: StudyProgress) -> Iterator[None]:
-    """First SIGINT/SIGTERM: finish the current epoch, record the trial, stop. Second: abort."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        progress.note(f"{signal.Signals(signum).name}: stopping at the end of this epoch "
-                      "(again to abort)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class _Session:
     """The state of one `run_study` call: tracking runs, the best model trained here."""
 
     def __init__(self, space: Space, handle: StudyHandle, data: Dataset, seed: int,
-                 strategy: str, prune: bool, tracker: Tracker | None):
+                 strategy: str, prune: bool, tracker: Tracker | None, *,
+                 heartbeat_timeout: float = DEFAULT_TIMEOUT_S):
         self.space = space
         self.handle = handle
         self.data = data
@@ -197,6 +192,9 @@ class _Session:
         self.tracking_trial_seconds = 0.0
         self._open: tuple[optuna.Trial, Any] | None = None
         self.ran = 0
+        self.heartbeat_timeout = heartbeat_timeout
+        self.worker_storage_s = 0.0  # storage time of worker processes, reported at their end
+        self.storage_base = float(getattr(handle.storage, "seconds", 0.0))
 
     @property
     def study(self) -> optuna.Study:
@@ -209,7 +207,7 @@ class _Session:
         same_store = attrs.get(ATTR_EXPERIMENT) == self.tracker.experiment_id
         resume = attrs.get(ATTR_PARENT_RUN) if same_store else None
         tags = {"study": self.study.study_name, "strategy": self.strategy,
-                "sampler": type(self.study.sampler).__name__, "pruner": pruner,
+                "sampler": sampler_name(self.study.sampler), "pruner": pruner,
                 "seed": str(self.seed), "space_hash": self.space.hash,
                 "space_name": self.space.name, "objective": self.space.objective.key,
                 "direction": self.space.objective.direction}
@@ -230,7 +228,9 @@ class _Session:
                 return None
             spent = self.tracker.seconds
             run = self.tracker.start_trial(self.parent, self.study.study_name, trial.number,
-                                           params, {"strategy": self.strategy})
+                                           params, {"strategy": self.strategy, **(
+                                               {"enqueued": "true"} if trial.user_attrs.get(
+                                                   "enqueued") else {})})
             self.tracking_trial_seconds += self.tracker.seconds - spent
             self._open = (trial, run)
             return run
@@ -238,45 +238,57 @@ class _Session:
 
     def run(self, trial: optuna.Trial, stop: threading.Event) -> TrialOutcome:
         self._open = (trial, None)
-        outcome, run = run_trial(trial, self.space, self.data, self.seed, stop, self.prune,
-                                 self._start_tracking(trial))
-        self.trial_seconds += outcome.seconds
-        self.ran += 1
-        self._record(trial, outcome, run)
+        with Heartbeat(self.handle, trial._trial_id, interval_for(self.heartbeat_timeout)):
+            started = time.perf_counter()
+            try:
+                outcome, run = run_trial(trial, self.space, self.data, self.seed, stop,
+                                         self.prune, self._start_tracking(trial))
+            except UpdateFinishedTrialError:  # reaped as lost while it trained (a long stall)
+                run = self._open[1] if self._open else None
+                outcome = TrialOutcome(trial.number, "LOST", {}, 0,
+                                       seconds=time.perf_counter() - started)
+            self.trial_seconds += outcome.seconds
+            self.ran += 1
+            self._record(trial, outcome, run)
         self._open = None
         return outcome
 
     def _record(self, trial: optuna.Trial, outcome: TrialOutcome, run: Any) -> None:
         study = self.study
-        if outcome.reason:
-            trial.set_user_attr(TRIAL_REASON, outcome.reason)
-        if outcome.state == "COMPLETE":
-            study.tell(trial, outcome.value)
-            if self._improves(outcome):
-                self.best = outcome
-        elif outcome.state == "PRUNED":
-            study.tell(trial, state=TrialState.PRUNED)
-        elif outcome.state == "INTERRUPTED":
-            trial.set_user_attr(TRIAL_INTERRUPTED, True)
-            study.tell(trial, state=TrialState.FAIL)
-            # The next run starts with the same parameters (and a grid keeps its point).
-            grid_point = trial.user_attrs.get(TRIAL_GRID)
-            attrs: dict[str, Any] = {"retry_of": trial.number}
-            if grid_point is not None:
-                attrs[TRIAL_GRID] = grid_point
-            study.enqueue_trial(outcome.params if grid_point is not None else trial.params,
-                                user_attrs=attrs)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
+        try:
+            if outcome.state == "LOST":
+                raise UpdateFinishedTrialError("failed by another process")
+            if outcome.reason:
+                trial.set_user_attr(TRIAL_REASON, outcome.reason)
+            if outcome.state == "COMPLETE":
+                study.tell(trial, outcome.value)
+                if self._improves(outcome):
+                    self.best = outcome
+            elif outcome.state == "PRUNED":
+                study.tell(trial, state=TrialState.PRUNED)
+            elif outcome.state == "INTERRUPTED":
+                trial.set_user_attr(TRIAL_INTERRUPTED, True)
+                self._requeue(trial)
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            if not self.handle.storage.get_trial(trial._trial_id).state.is_finished():
+                raise
+            # Another process declared this trial lost (no heartbeat) and queued its retry: the
+            # result here is dropped so that the study holds one outcome per trial.
+            outcome.state = "LOST"
+            outcome.reason = (f"declared lost by another process (no heartbeat for over "
+                              f"{self.heartbeat_timeout:.0f} s); its retry runs as a new trial")
         if run is not None and self.tracker is not None:
             spent = self.tracker.seconds
             tags: dict[str, Any] = {"epochs": outcome.epochs, "best_epoch": outcome.best_epoch,
                     "seed": outcome.seed}
             if outcome.reason:
-                tags["fail_reason" if outcome.state == "FAIL" else "reason"] = outcome.reason
+                tags["fail_reason" if outcome.state in ("FAIL", "LOST") else "reason"] = \
+                    outcome.reason
             metrics = {"objective": outcome.value} if outcome.value is not None else {}
-            run.finish("KILLED" if outcome.state == "INTERRUPTED" else outcome.state,
-                       tags, metrics)
+            state = {"INTERRUPTED": "KILLED", "LOST": "FAIL"}.get(outcome.state, outcome.state)
+            run.finish(state, tags, metrics)
             self.tracking_trial_seconds += self.tracker.seconds - spent
 
     def _improves(self, outcome: TrialOutcome) -> bool:
@@ -286,21 +298,35 @@ class _Session:
             return outcome.value > self.best.value
         return outcome.value < self.best.value
 
-    def abort(self, parent: str | None) -> None:
-        """An exception or a second Ctrl-C: fail the open trial, end every run, keep the study."""
+    def abort(self, parent: str | None, status: str = "KILLED") -> None:
+        """An exception or a second Ctrl-C: fail the open trial, end every run, keep the study.
+        If the storage is gone, the trial stays RUNNING and is reaped by its heartbeat."""
         if self._open is not None:
             trial, run = self._open
             with contextlib.suppress(Exception):
                 trial.set_user_attr(TRIAL_INTERRUPTED, True)
                 trial.set_user_attr(TRIAL_REASON, "aborted")
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                self._requeue(trial)
             if run is not None:
                 with contextlib.suppress(Exception):
-                    run.finish("KILLED", {"reason": "aborted"}, {})
+                    run.finish("KILLED" if status == "KILLED" else "FAIL",
+                               {"reason": "aborted" if status == "KILLED" else "run failed"}, {})
         if self.tracker is not None and parent is not None:
             with contextlib.suppress(Exception):
-                self.tracker.end_run(parent, "KILLED")
+                self.tracker.end_run(parent, status)
+
+    def _requeue(self, trial: optuna.Trial) -> None:
+        """Fail `trial` and queue it again: the next run starts with the same parameters (a
+        grid point stays the same point, so the grid is still run exactly once)."""
+        frozen = self.handle.storage.get_trial(trial._trial_id)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.enqueue_trial(retry_params(frozen), user_attrs=retry_attrs(frozen, lost=False),
+                                 skip_if_exists=False)
+
+    def end_lost_run(self, lost: LostTrial) -> None:
+        """End the MLflow run of a trial whose worker died (reaped by this process)."""
+        if self.tracker is not None:
+            fail_trial_run(self.tracker, self.study.study_name, lost.number, None, lost.reason)
 
     def best_value(self) -> float | None:
         try:
@@ -311,8 +337,7 @@ class _Session:
     def pruned_failed(self) -> tuple[int, int]:
         trials = self.study.get_trials(deepcopy=False)
         pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(TRIAL_INTERRUPTED)
-                     for t in trials)
+        failed = sum(t.state == TrialState.FAIL and not uncounted(t) for t in trials)
         return pruned, failed
 
     def finish(self, parent: str | None, log_model: bool, views: bool) -> dict[str, Any]:
@@ -321,20 +346,30 @@ class _Session:
             best = self.study.best_trial
         except ValueError:
             return {}
+        if self.space.model != "mlp":  # a custom trainer's model is its own: nothing to retrain
+            if self.tracker is not None and parent is not None:
+                self.tracker.log_summary(parent, {"best_value": float(best.value or 0.0),
+                                                  "best_trial": best.number},
+                                         {"best_trial_number": str(best.number)})
+            return {}
         if self.ran == 0 and self.tracker is not None and parent is not None:
             tags, logged = self.tracker.run_data(parent)
             if tags.get("best_trial_number") == str(best.number):
                 # Nothing new since the last evaluation: report it instead of repeating it.
                 test = {k[5:]: v for k, v in logged.items() if k.startswith("test_")}
                 return {"test_metrics": test, "model_uri": tags.get("model_uri")}
+        from tuner._final import data_metrics, log_models
+        from tuner._training import criterion
+
         model = self._best_model(best)
-        test = evaluate(model, self.data, self.data.test)
+        test = evaluate(model, self.data, self.data.test,
+                        loss_fn=criterion(self.data, self.space.training.loss))
         final: dict[str, Any] = {"test_metrics": test, "model_uri": None}
         if self.tracker is None or parent is None:
             return final
         tags = {"best_trial_number": str(best.number)}
         metrics = {"best_value": float(best.value or 0.0), "best_trial": best.number,
-                   **{f"test_{k}": v for k, v in test.items()}}
+                   **{f"test_{k}": v for k, v in test.items()}, **data_metrics(self.data)}
         self.tracker.log_summary(parent, metrics, tags)
         frame = self.study.trials_dataframe()
         buffer = io.StringIO()
@@ -350,9 +385,10 @@ class _Session:
 
             self.tracker.log_artifacts(parent, study_views(self.study), folder="views")
         if log_model:
-            final["model_uri"] = self.tracker.log_model(parent, self._scoring(model),
-                                                        self._input_example())
-            self.tracker.log_summary(parent, {}, {"model_uri": final["model_uri"]})
+            # The PyTorch model; for tables also a scorer of raw rows (pipeline + model).
+            final["model_uri"], scorer = log_models(self.tracker, parent, model, self.data)
+            self.tracker.log_summary(parent, {}, {"model_uri": final["model_uri"],
+                                                  **({"scorer_uri": scorer} if scorer else {})})
         return final
 
     def _best_model(self, best: optuna.trial.FrozenTrial) -> torch.nn.Module:
@@ -360,24 +396,25 @@ class _Session:
             return self.best.fit.model
         # Trained by another process or an earlier run: retrain, same parameters and seed.
         params = best.user_attrs.get(TRIAL_PARAMS, best.params)
+        # A cross-validated trial kept no single model either: it is trained on the train split.
         result = fit(TrialConfig.from_params(params), self.data,
                      max_epochs=self.space.training.max_epochs,
                      early_stopping=self.space.training.early_stopping,
                      seed=int(best.user_attrs.get(TRIAL_SEED, 0)),
                      monitor=self.space.objective.key,
-                     monitor_direction=self.space.objective.direction)
+                     monitor_direction=self.space.objective.direction,
+                     loss=self.space.training.loss)
         return result.model
 
     def _scoring(self, model: torch.nn.Module) -> ScoringModel:
-        scaler, target = self.data.feature_scaler, self.data.target_scaler
-        return ScoringModel(model, scaler.mean, scaler.scale, self.data.task,
-                            float(target.mean[0]) if target else 0.0,
-                            float(target.scale[0]) if target else 1.0)
+        from tuner._final import scoring_model
+
+        return scoring_model(model, self.data)
 
     def _input_example(self) -> Any:
-        x = self.data.train.x[:5].numpy()
-        scaler = self.data.feature_scaler
-        return (x * scaler.scale + scaler.mean).astype("float32")
+        from tuner._final import input_example
+
+        return input_example(self.data)
 
     def result(self, started: float, interrupted: bool, storage: str,
                final: dict[str, Any], notes: list[str]) -> StudyResult:
@@ -402,4 +439,6 @@ class _Session:
             model_uri=final.get("model_uri"),
             interrupted=interrupted,
             notes=notes,
+            storage_s=round(self.worker_storage_s + getattr(self.handle.storage, "seconds", 0.0),
+                            3),
         )

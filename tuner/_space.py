@@ -79,20 +79,22 @@ class ParameterSpace:
         return len(self.grid())
 
 
-def parse_parameters(doc: Document, raw: Any, grid_points: int) -> ParameterSpace:
+def parse_parameters(doc: Document, raw: Any, grid_points: int,
+                     known: bool = True) -> ParameterSpace:
+    """`known=False` (a custom trainer's space): any parameter name, no MLP value checks."""
     path = ("params",)
     if not isinstance(raw, Mapping) or not raw:
         raise doc.error(path, "must be a mapping of parameter name to definition")
     definitions = dict(raw)
     for name in definitions:
-        if name not in HYPERPARAMETERS:
+        if known and name not in HYPERPARAMETERS:
             raise doc.error((*path, name), f"unknown parameter {name!r}; known: "
                             f"{', '.join(HYPERPARAMETERS)}")
     parsed: dict[str, Param] = {}
     # Conditions refer to parents; parse parents first, whatever the file order.
     for name in _dependency_order(doc, definitions):
         spec = definitions[name]
-        for param in _parse_one(doc, (*path, name), name, spec, parsed):
+        for param in _parse_one(doc, (*path, name), name, spec, parsed, known):
             parsed[param.name] = param
     return ParameterSpace(tuple(parsed.values()), grid_points)
 
@@ -133,7 +135,8 @@ def _dependency_order(doc: Document, definitions: Mapping[str, Any]) -> list[str
 
 
 def _parse_one(
-    doc: Document, path: tuple[str, ...], name: str, spec: Any, parsed: Mapping[str, Param]
+    doc: Document, path: tuple[str, ...], name: str, spec: Any, parsed: Mapping[str, Param],
+    known: bool = True,
 ) -> list[Param]:
     if not isinstance(spec, Mapping):
         spec = {"type": "fixed", "value": spec}
@@ -168,7 +171,7 @@ def _parse_one(
         raise doc.error((*path, exc.key), str(exc)) from None
     except TypeError as exc:
         raise doc.error(path, f"invalid definition: {exc}") from None
-    for key, values in _values_to_check(params[0], spec):
+    for key, values in _values_to_check(params[0], spec) if known else ():
         for value in values:
             problem = check_value(name, value)
             if problem is not None:

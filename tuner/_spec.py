@@ -4,35 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner._dataspec import BUNDLED as BUNDLED  # re-exported: the bundled set names
+from tuner._dataspec import DataSpec, parse_data
+from tuner._dataspec import check_keys as _check_keys
+from tuner._dataspec import get as _get
 from tuner._errors import SpaceError
+from tuner._hparams import check_value
 from tuner._metrics import METRICS, metrics_for
+from tuner._params import FixedParam
 from tuner._space import ParameterSpace, parse_parameters
 from tuner._yaml import Document, load_yaml
 
-STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
+STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
+MULTI_STRATEGIES = ("nsga2", "tpe", "gp")  # the Optuna samplers that handle several objectives
+MODELS = ("mlp", "custom")
+# Objectives measured on a trained MLP rather than logged per epoch: its size and speed.
+EXTRA_OBJECTIVES = {"params": "minimize", "latency": "minimize"}
 PRUNERS = ("none", "median", "asha", "hyperband")
-BUNDLED = {
-    "digits": "classification",
-    "iris": "classification",
-    "wine": "classification",
-    "breast_cancer": "classification",
-    "diabetes": "regression",
-}
-_TOP_KEYS = {"name", "description", "data", "objective", "training", "study", "params"}
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: str = "digits"
-    task: str = "classification"
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    seed: int = 0
+LOSSES = {"classification": ("cross_entropy",), "regression": ("mse", "mae", "huber")}
+_TOP_KEYS = {"name", "description", "data", "objective", "objectives", "constraints", "training",
+             "study", "params", "model", "trainer", "enqueue"}
 
 
 @dataclass(frozen=True)
@@ -42,8 +39,34 @@ class Objective:
 
     @property
     def key(self) -> str:
-        """The name under which the metric is logged per epoch."""
+        """The name under which the metric is logged per epoch. A custom trainer reports its
+        own names; `params` and `latency` (ms per 1,000 rows) are measured after training."""
+        if self.metric.startswith("val_") or self.metric in EXTRA_OBJECTIVES:
+            return self.metric
         return f"val_{self.metric}"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`key <= max` and/or `key >= min` on a trial's final metrics (feasible when both hold)."""
+
+    key: str
+    max: float | None = None
+    min: float | None = None
+
+    def violation(self, metrics: Mapping[str, float]) -> float:
+        """Optuna's convention: <= 0 is feasible, the size of a breach otherwise."""
+        value = metrics.get(self.key)
+        if value is None:
+            return 1.0
+        over = value - self.max if self.max is not None else -math.inf
+        under = self.min - value if self.min is not None else -math.inf
+        return float(max(over, under))
+
+    def describe(self) -> str:
+        parts = [f"{self.key} <= {self.max:g}" if self.max is not None else "",
+                 f"{self.key} >= {self.min:g}" if self.min is not None else ""]
+        return " and ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -56,9 +79,18 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class Loss:
+    """The training criterion; `huber_delta` is in standardised target units."""
+
+    name: str = "cross_entropy"  # classification: cross_entropy; regression: mse, mae, huber
+    huber_delta: float = 1.0
+
+
+@dataclass(frozen=True)
 class Training:
     max_epochs: int = 30
     early_stopping: EarlyStopping | None = None
+    loss: Loss = Loss()
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,15 @@ class Space:
     study: StudyDefaults
     params: ParameterSpace
     canonical: str  # sorted JSON of the parts that define the search (not the trial budget)
+    model: str = "mlp"  # custom: a user's trainer gets the parameters (see tuner._custom)
+    trainer: str | None = None  # "module:function" or "file.py:function" for `model: custom`
+    objectives: tuple[Objective, ...] = ()  # all objectives; the first is `objective`
+    constraints: tuple[Constraint, ...] = ()
+    enqueue: tuple[Mapping[str, Any], ...] = ()  # known points, run before any sampled one
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def hash(self) -> str:
@@ -120,19 +161,35 @@ def parse_space(text: str, *, file: str = "<space>", default_name: str = "space"
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise doc.error(("name",), f"must be a non-empty string, got {name!r}")
-    data = _data(doc, _section(doc, raw, "data"))
-    objective = _objective(doc, _section(doc, raw, "objective"), data.task)
-    training = _training(doc, _section(doc, raw, "training"), objective, data.task)
+    model = raw.get("model", "mlp")
+    if model not in MODELS:
+        raise doc.error(("model",), f"must be one of {', '.join(MODELS)}, got {model!r}")
+    custom = model == "custom"
+    trainer = raw.get("trainer")
+    if trainer is not None and (not custom or not isinstance(trainer, str) or ":" not in trainer):
+        raise doc.error(("trainer",), "is for `model: custom`: a 'module:function' or "
+                        "'file.py:function' string")
+    data = parse_data(doc, _section(doc, raw, "data"))
+    objectives = _objectives(doc, raw, data.task, custom)
+    objective = objectives[0]
+    training = _training(doc, _section(doc, raw, "training"), objective, data.task, custom)
     study_raw = _section(doc, raw, "study")
     study = _study(doc, study_raw)
     grid_points = _get(doc, study_raw, ("study",), "grid_points", int, 3, minimum=1)
     if "params" not in raw:
         raise doc.error(("params",), "missing section: a space needs at least one parameter")
-    params = parse_parameters(doc, raw["params"], grid_points)
+    params = (parse_parameters(doc, raw["params"], grid_points, known=False) if custom
+              else _parameters(doc, raw["params"], grid_points))
+    constraints = _constraints(doc, raw.get("constraints"), objectives)
+    enqueue = _enqueue(doc, raw.get("enqueue"), params)
+    if len(objectives) > 1 and study.strategy not in MULTI_STRATEGIES:
+        raise doc.error(("study", "strategy"), f"strategy {study.strategy!r} cannot search "
+                        f"several objectives; use one of {', '.join(MULTI_STRATEGIES)}")
     searched = {k: v for k, v in raw.items() if k not in ("name", "description", "study")}
     searched["study"] = {k: v for k, v in study_raw.items() if k not in ("trials", "strategy", "seed")}
     canonical = json.dumps(searched, sort_keys=True, default=str)
-    return Space(name, file, text, data, objective, training, study, params, canonical)
+    return Space(name, file, text, data, objective, training, study, params, canonical,
+                 model, trainer, objectives, constraints, enqueue)
 
 
 def _section(doc: Document, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -144,65 +201,93 @@ def _section(doc: Document, raw: Mapping[str, Any], key: str) -> Mapping[str, An
     return value
 
 
-def _check_keys(doc: Document, path: tuple[str, ...], raw: Mapping[str, Any], allowed: set[str]) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise doc.error((*path, key),
-                            f"unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
+def _objectives(doc: Document, raw: Mapping[str, Any], task: str,
+                custom: bool) -> tuple[Objective, ...]:
+    """`objective:` (one) or `objectives:` (a list, searched together for a Pareto front)."""
+    if "objectives" not in raw:
+        return (_objective(doc, _section(doc, raw, "objective"), task, custom, ("objective",)),)
+    if "objective" in raw:
+        raise doc.error(("objectives",), "give either `objective:` or `objectives:`, not both")
+    items = raw["objectives"]
+    if not isinstance(items, list) or not items:
+        raise doc.error(("objectives",), "must be a non-empty list of {metric, direction}")
+    out: list[Objective] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"metric": item}
+        if not isinstance(item, Mapping):
+            raise doc.error(("objectives", str(i)), "must be a metric name or {metric, direction}")
+        obj = _objective(doc, item, task, custom, ("objectives", str(i)))
+        if obj.key in {o.key for o in out}:
+            raise doc.error(("objectives", str(i)), f"objective {obj.key!r} is listed twice")
+        out.append(obj)
+    return tuple(out)
 
 
-def _get(doc: Document, raw: Mapping[str, Any], path: tuple[str, ...], key: str, kind: type[Any],
-         default: Any, *, minimum: float | None = None, maximum: float | None = None,
-         choices: tuple[str, ...] | None = None) -> Any:
-    value: Any = raw.get(key, default)
-    where = (*path, key)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise doc.error(where, f"must be {kind.__name__}, got {value!r}")
-    if choices is not None and value not in choices:
-        raise doc.error(where, f"unknown value {value!r}; choose from {list(choices)}")
-    if minimum is not None and value < minimum:
-        raise doc.error(where, f"must be >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise doc.error(where, f"must be <= {maximum}, got {value!r}")
-    return value
-
-
-def _data(doc: Document, raw: Mapping[str, Any]) -> DataSpec:
-    path = ("data",)
-    _check_keys(doc, path, raw, {"source", "task", "val_fraction", "test_fraction", "seed"})
-    source = _get(doc, raw, path, "source", str, "digits", choices=tuple(BUNDLED))
-    task = _get(doc, raw, path, "task", str, BUNDLED[source],
-                choices=("classification", "regression"))
-    if task != BUNDLED[source]:
-        raise doc.error((*path, "task"), f"{source} is a {BUNDLED[source]} data set, not {task}")
-    val = _get(doc, raw, path, "val_fraction", float, 0.2, minimum=0.01, maximum=0.9)
-    test = _get(doc, raw, path, "test_fraction", float, 0.2, minimum=0.01, maximum=0.9)
-    if val + test >= 0.95:
-        raise doc.error((*path, "test_fraction"),
-                        f"val_fraction + test_fraction = {val + test:g} leaves too little to train on")
-    seed = _get(doc, raw, path, "seed", int, 0, minimum=0)
-    return DataSpec(source, task, val, test, seed)
-
-
-def _objective(doc: Document, raw: Mapping[str, Any], task: str) -> Objective:
-    path = ("objective",)
+def _objective(doc: Document, raw: Mapping[str, Any], task: str, custom: bool = False,
+               path: tuple[str, ...] = ("objective",)) -> Objective:
     _check_keys(doc, path, raw, {"metric", "direction"})
     default = "accuracy" if task == "classification" else "rmse"
-    metric = _get(doc, raw, path, "metric", str, default, choices=tuple(metrics_for(task)))
-    direction = _get(doc, raw, path, "direction", str, METRICS[metric].direction,
+    if custom:  # a custom trainer reports metrics of its own choosing
+        metric = _get(doc, raw, path, "metric", str, default)
+        fallback = METRICS[metric].direction if metric in METRICS else "maximize"
+    else:
+        metric = _get(doc, raw, path, "metric", str, default,
+                      choices=(*metrics_for(task), *EXTRA_OBJECTIVES))
+        fallback = EXTRA_OBJECTIVES.get(metric) or METRICS[metric].direction
+    direction = _get(doc, raw, path, "direction", str, fallback,
                      choices=("maximize", "minimize"))
     return Objective(metric, direction)
 
 
-def _training(doc: Document, raw: Mapping[str, Any], objective: Objective, task: str) -> Training:
+def _constraints(doc: Document, raw: Any, objectives: tuple[Objective, ...]
+                 ) -> tuple[Constraint, ...]:
+    """`constraints: {params: {max: 50000}}`: keys are objective or metric keys."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise doc.error(("constraints",), "must map a metric to {max: ..., min: ...}")
+    out = []
+    for key, bound in raw.items():
+        path = ("constraints", key)
+        if not isinstance(bound, Mapping) or not bound:
+            raise doc.error(path, "must be a mapping with `max:` and/or `min:`")
+        _check_keys(doc, path, bound, {"max", "min"})
+        low, high = (_get(doc, bound, path, k, float, 0.0) if k in bound else None
+                     for k in ("min", "max"))
+        out.append(Constraint(str(key), high, low))
+    return tuple(out)
+
+
+def _enqueue(doc: Document, raw: Any, params: ParameterSpace) -> tuple[Mapping[str, Any], ...]:
+    """`enqueue:` a list of known configurations (e.g. the reference recipe), run first."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, Mapping) for p in raw):
+        raise doc.error(("enqueue",), "must be a list of {parameter: value} mappings")
+    known = set(params.names)
+    for i, point in enumerate(raw):
+        unknown = sorted(set(point) - known)
+        if unknown:
+            raise doc.error(("enqueue", str(i)), f"unknown parameter(s) {', '.join(unknown)}; the "
+                            f"space has {', '.join(sorted(known))}")
+    return tuple(dict(p) for p in raw)
+
+
+def _training(doc: Document, raw: Mapping[str, Any], objective: Objective, task: str,
+              custom: bool = False) -> Training:
     path = ("training",)
-    _check_keys(doc, path, raw, {"max_epochs", "early_stopping"})
+    _check_keys(doc, path, raw, {"max_epochs", "early_stopping", "loss", "huber_delta"})
     max_epochs = _get(doc, raw, path, "max_epochs", int, 30, minimum=1, maximum=100_000)
+    losses = LOSSES[task]
+    loss = _get(doc, raw, path, "loss", str, losses[0], choices=losses)
+    if "huber_delta" in raw and loss != "huber":
+        raise doc.error((*path, "huber_delta"), "is used only with `loss: huber`")
+    delta = _get(doc, raw, path, "huber_delta", float, 1.0, minimum=1e-9)
+    criterion = Loss(loss, delta)
     es_raw = raw.get("early_stopping", {})
     if es_raw is False or es_raw is None:
-        return Training(max_epochs, None)
+        return Training(max_epochs, None, criterion)
     if es_raw is True:
         es_raw = {}
     if not isinstance(es_raw, Mapping):
@@ -211,7 +296,7 @@ def _training(doc: Document, raw: Mapping[str, Any], objective: Objective, task:
     _check_keys(doc, es_path, es_raw,
                 {"monitor", "patience", "min_delta", "restore_best_weights"})
     monitor = _get(doc, es_raw, es_path, "monitor", str, objective.metric,
-                   choices=tuple(metrics_for(task)))
+                   choices=(objective.metric,) if custom else tuple(metrics_for(task)))
     direction = objective.direction if monitor == objective.metric else METRICS[monitor].direction
     early = EarlyStopping(
         monitor=monitor,
@@ -220,7 +305,33 @@ def _training(doc: Document, raw: Mapping[str, Any], objective: Objective, task:
         min_delta=_get(doc, es_raw, es_path, "min_delta", float, 0.0, minimum=0.0),
         restore_best_weights=_get(doc, es_raw, es_path, "restore_best_weights", bool, True),
     )
-    return Training(max_epochs, early)
+    return Training(max_epochs, early, criterion)
+
+
+def _parameters(doc: Document, raw: Any, grid_points: int) -> ParameterSpace:
+    """`parse_parameters`, plus `units: [w0, w1, ...]`: fixed per-layer widths, the form in which
+    `tuner export` writes one trained configuration."""
+    widths = raw.get("units") if isinstance(raw, Mapping) else None
+    if not isinstance(widths, list):
+        return parse_parameters(doc, raw, grid_points)
+    where = ("params", "units")
+    if not widths:
+        raise doc.error(where, "a list of per-layer widths needs at least one width")
+    for width in widths:
+        problem = check_value("units", width)
+        if problem is not None:
+            raise doc.error(where, problem)
+    layers = raw.get("n_layers", len(widths))
+    if layers != len(widths) or isinstance(layers, bool):
+        raise doc.error(("params", "n_layers"), f"must be fixed at {len(widths)}, the number of "
+                        f"widths in params.units, got {layers!r}")
+    rest = {k: v for k, v in raw.items() if k not in ("units", "n_layers")}
+    fixed = (FixedParam("n_layers", len(widths)),
+             *(FixedParam(f"units_{i}", int(w)) for i, w in enumerate(widths)))
+    if not rest:
+        return ParameterSpace(fixed, grid_points)
+    parsed = parse_parameters(doc, rest, grid_points)
+    return ParameterSpace(fixed + parsed.params, grid_points)
 
 
 def _study(doc: Document, raw: Mapping[str, Any]) -> StudyDefaults:

@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 
 from tuner._errors import TunerError
+from tuner._guard import GuardedSampler
 from tuner._spec import PRUNERS, STRATEGIES, PrunerSpec
 
 
@@ -18,9 +19,15 @@ def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                           constant_liar=True)
     if strategy == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        # GP's cost per suggestion grows cubically with the trials; past a share of the trial
+        # time, the rest of the study goes to TPE (warned once, recorded on the study).
+        return GuardedSampler(optuna.samplers.GPSampler(seed=seed),
+                              optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                         constant_liar=True))
     if strategy == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if strategy == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if strategy == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                           warn_independent_sampling=False)

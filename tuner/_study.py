@@ -6,11 +6,13 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import optuna
+from optuna.distributions import check_distribution_compatibility
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner._errors import TunerError
 from tuner._spec import Space
@@ -24,12 +26,23 @@ ATTR_STRATEGY = "tuner.strategy"
 ATTR_SEED = "tuner.seed"
 ATTR_PARENT_RUN = "tuner.mlflow_parent_run_id"
 ATTR_EXPERIMENT = "tuner.mlflow_experiment_id"
+ATTR_TRIALS = "tuner.trials"  # the latest budget, for `tuner worker` (which has no --trials)
+ATTR_PRUNER = "tuner.pruner"
+ATTR_SPACE_CHANGES = "tuner.space_changes"  # what --allow-space-change let through, and when
 # Trial user attributes.
 TRIAL_PARAMS = "params"  # every active parameter, fixed ones included
 TRIAL_SEED = "seed"
 TRIAL_REASON = "fail_reason"
 TRIAL_INTERRUPTED = "interrupted"
 TRIAL_GRID = "grid_point"
+TRIAL_LOST = "lost"  # its worker stopped sending heartbeats (killed, host gone)
+TRIAL_REQUEUED = "requeued"  # failed, but queued again with the same parameters
+TRIAL_RETRY_OF = "retry_of"
+TRIAL_CRASH_RETRIES = "crash_retries"  # lost trials are retried once
+TRIAL_SURPLUS = "surplus"  # asked by a worker that lost the race for the last slot of the budget
+TRIAL_BEST_EPOCH = "best_epoch"  # the epoch whose weights a trial kept (for `tuner evaluate`)
+TRIAL_CV_VALUES = "cv_values"  # a cross-validated trial's value per fold
+HEARTBEAT = "tuner:heartbeat"  # trial system attr: {"time", "host", "pid"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class StudyHandle:
     study_id: int
     storage: BaseStorage
     created: bool
+    changes: tuple[str, ...] = ()  # space changes let through by allow_change
 
 
 def default_study_name(space: Space, strategy: str, seed: int) -> str:
@@ -46,19 +60,23 @@ def default_study_name(space: Space, strategy: str, seed: int) -> str:
 
 def open_study(storage: BaseStorage, name: str, space: Space, strategy: str, seed: int,
                sampler: optuna.samplers.BaseSampler,
-               pruner: optuna.pruners.BasePruner) -> StudyHandle:
-    """Load `name` if it exists (refusing a changed space or strategy), else create it."""
+               pruner: optuna.pruners.BasePruner, allow_change: bool = False) -> StudyHandle:
+    """Load `name` if it exists (refusing a changed space or strategy unless `allow_change`),
+    else create it."""
     existing = {s.study_name: s for s in storage.get_all_studies()}
     created = name not in existing
+    changes: list[str] = []
     if not created:
         attrs = existing[name].user_attrs
         stored = attrs.get(ATTR_CANONICAL)
         if stored is not None and stored != space.canonical:
             changes = diff_spaces(json.loads(stored), json.loads(space.canonical))
-            raise TunerError(
-                f"study {name!r} was created from a different space "
-                f"({attrs.get(ATTR_SPACE_FILE, '?')}); changed: {'; '.join(changes[:5])}"
-                f"{' ...' if len(changes) > 5 else ''}. Use another --study name to start afresh")
+            listed = f"{'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''}"
+            if not allow_change:
+                raise TunerError(
+                    f"study {name!r} was created from a different space "
+                    f"({attrs.get(ATTR_SPACE_FILE, '?')}); changed: {listed}. Use another "
+                    "--study name to start afresh, or --allow-space-change to go on with it")
         for attr, wanted in ((ATTR_STRATEGY, strategy), (ATTR_SEED, seed)):
             if attr in attrs and attrs[attr] != wanted:
                 raise TunerError(f"study {name!r} was run with {attr.split('.')[1]} "
@@ -69,14 +87,69 @@ def open_study(storage: BaseStorage, name: str, space: Space, strategy: str, see
                                 pruner=pruner, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise TunerError(f"study {name!r} optimises in direction "
-                         f"{study.direction.name.lower()}, the space says {direction}")
+                         f"{study.direction.name.lower()}, the space says {direction}; an "
+                         "Optuna study cannot change direction (not even with "
+                         "--allow-space-change): use another --study name")
+    if changes:
+        _check_compatible(study, space)
+        # Recorded with the study, so that its trials can be read against the right space.
+        log = [*study.user_attrs.get(ATTR_SPACE_CHANGES, []), {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "from_hash": study.user_attrs.get(ATTR_HASH), "to_hash": space.hash,
+            "changes": changes}]
+        study.set_user_attr(ATTR_SPACE_CHANGES, log)
+        for key, text in ((ATTR_SPACE_TEXT, space.text), (ATTR_SPACE_FILE, space.file),
+                          (ATTR_HASH, space.hash), (ATTR_CANONICAL, space.canonical)):
+            study.set_user_attr(key, text)
     if ATTR_CANONICAL not in study.user_attrs:
         for key, value in ((ATTR_SPACE_TEXT, space.text), (ATTR_SPACE_FILE, space.file),
                            (ATTR_HASH, space.hash), (ATTR_STRATEGY, strategy),
                            (ATTR_SEED, seed), (ATTR_CANONICAL, space.canonical)):
             study.set_user_attr(key, value)
     study_id = storage.get_study_id_from_name(name)
-    return StudyHandle(study, study_id, storage, created)
+    return StudyHandle(study, study_id, storage, created, tuple(changes))
+
+
+def _check_compatible(study: optuna.Study, space: Space) -> None:
+    """Optuna fixes a categorical parameter's choices (and every parameter's kind) once a trial
+    has used it: such a change cannot be let through, whatever the flag says."""
+    new = space.params.distributions()
+    problems: list[str] = []
+    seen: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in seen or name not in new:
+                continue
+            seen.add(name)
+            try:
+                check_distribution_compatibility(old, new[name])
+            except ValueError as exc:
+                problems.append(f"{name}: {str(exc).rstrip('.')}")
+    if problems:
+        raise TunerError(f"study {study.study_name!r} cannot take this space change, even with "
+                         f"--allow-space-change: {'; '.join(problems)}. Use another --study name")
+
+
+def plan_budget(handle: StudyHandle, space: Space, strategy: str, seed: int,
+                trials: int | None, pruner: str, notes: list[str]) -> int:
+    """The run's trial budget; a grid's points are queued now. The budget and pruner are stored
+    for `tuner worker`, which has no such flags."""
+    if handle.changes:
+        notes.append(f"space changed (--allow-space-change; recorded in the study): "
+                     f"{'; '.join(handle.changes[:5])}")
+    if strategy == "grid":
+        grid = space.params.grid()
+        target = len(grid) if trials is None else min(trials, len(grid))
+        enqueue_grid(handle, grid, seed, target)
+        if target < len(grid):
+            notes.append(f"grid has {len(grid)} points; this run covers a seeded random "
+                         f"{target} of them (--trials)")
+    else:
+        target = trials or space.study.trials
+    for key, value in ((ATTR_TRIALS, target), (ATTR_PRUNER, pruner)):
+        if handle.study.user_attrs.get(key) != value:
+            handle.study.set_user_attr(key, value)
+    return target
 
 
 def diff_spaces(old: Any, new: Any, path: str = "") -> list[str]:
@@ -95,13 +168,39 @@ def diff_spaces(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
+def uncounted(trial: FrozenTrial) -> bool:
+    """A failed trial that does not use budget: interrupted or lost and re-queued, or surplus."""
+    attrs = trial.user_attrs
+    return trial.state == TrialState.FAIL and bool(
+        attrs.get(TRIAL_INTERRUPTED) or attrs.get(TRIAL_REQUEUED) or attrs.get(TRIAL_SURPLUS))
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that used up budget: finished ones, minus interrupted ones that were re-queued."""
-    return sum(
-        1 for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(TRIAL_INTERRUPTED))
-    )
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished() and not uncounted(t))
+
+
+def budget_slots(trials: list[FrozenTrial]) -> list[int]:
+    """Numbers of the trials that hold a slot of the budget: counted ones and running ones."""
+    return sorted(t.number for t in trials
+                  if t.state == TrialState.RUNNING or (t.state.is_finished() and not uncounted(t)))
+
+
+def retry_attrs(trial: FrozenTrial | optuna.Trial, lost: bool) -> dict[str, Any]:
+    """User attributes of the queued retry of `trial`; a lost trial uses up one crash retry."""
+    attrs: dict[str, Any] = {TRIAL_RETRY_OF: trial.number,
+                             TRIAL_CRASH_RETRIES: int(trial.user_attrs.get(TRIAL_CRASH_RETRIES, 0))
+                             + int(lost)}
+    if trial.user_attrs.get(TRIAL_GRID) is not None:
+        attrs[TRIAL_GRID] = trial.user_attrs[TRIAL_GRID]
+    return attrs
+
+
+def retry_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a retry must use: the queued ones (grid point, earlier retry) if any."""
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if fixed else dict(trial.params)
 
 
 def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, limit: int) -> int:
@@ -110,8 +209,7 @@ def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, lim
     study = handle.study
     # A grid trial keeps its point in Optuna's "fixed_params" from enqueueing to the end.
     taken = {_key(t.system_attrs.get("fixed_params", {})) for t in study.get_trials(deepcopy=False)
-             if t.user_attrs.get(TRIAL_GRID) is not None
-             and not (t.state == TrialState.FAIL and t.user_attrs.get(TRIAL_INTERRUPTED))}
+             if t.user_attrs.get(TRIAL_GRID) is not None and not uncounted(t)}
     order = list(range(len(grid)))
     random.Random(seed).shuffle(order)
     in_study = len(taken)
@@ -128,10 +226,16 @@ def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, lim
     return in_study
 
 
-def claim_waiting(handle: StudyHandle) -> optuna.Trial | None:
-    """Atomically take one queued trial (the storage refuses a trial that another worker took)."""
-    for frozen in handle.storage.get_all_trials(handle.study_id, deepcopy=False,
-                                                states=(TrialState.WAITING,)):
+def claim_waiting(handle: StudyHandle,
+                  trials: list[FrozenTrial] | None = None) -> optuna.Trial | None:
+    """Atomically take one queued trial (the storage refuses a trial that another worker took).
+    `trials`: a recent snapshot of the study's trials, to save a read."""
+    if trials is None:
+        trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False,
+                                               states=(TrialState.WAITING,))
+    for frozen in trials:
+        if frozen.state != TrialState.WAITING:
+            continue
         try:
             if handle.storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(handle.study, frozen._trial_id)

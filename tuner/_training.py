@@ -18,11 +18,15 @@ from torch import nn
 
 from tuner._data import Dataset, Split
 from tuner._hparams import TrialConfig
-from tuner._metrics import METRICS, is_better, metrics_for
+from tuner._metrics import classification_metrics, is_better, regression_metrics
 from tuner._model import build_mlp, build_optimizer, build_scheduler
-from tuner._spec import EarlyStopping
+from tuner._spec import EarlyStopping, Loss
 
 _EVAL_BATCH = 8192
+# Up to this size the rows are permuted once per epoch and batches are contiguous slices
+# (one gather per epoch instead of one per batch); above it, the per-epoch copy would cost more
+# memory than it saves time, so batches gather their rows from the shared tensor.
+_PERMUTE_LIMIT_BYTES = 256 << 20
 
 
 class Callback(Protocol):
@@ -61,15 +65,19 @@ def fit(
     callbacks: Sequence[Callback] = (),
     monitor: str | None = None,
     monitor_direction: str = "maximize",
+    loss: Loss | None = None,
 ) -> FitResult:
     """Train one MLP. The returned model holds the best monitored epoch's weights when
-    early stopping restores them, else the last epoch's."""
+    early stopping restores them, else the last epoch's. Without validation rows (a final model
+    trained on train + validation) only `train_loss` is reported per epoch."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_mlp(config, data.n_features, data.n_outputs)
     optimizer = build_optimizer(config, list(model.parameters()))
     scheduler, per_batch = build_scheduler(config, optimizer, max_epochs)
-    loss_fn = _loss(data.task)
+    loss_fn = criterion(data, loss)
+    if not len(data.val):
+        early_stopping = None  # nothing to monitor
     if early_stopping is not None:
         monitor, monitor_direction = f"val_{early_stopping.monitor}", early_stopping.direction
     x, y = data.train.x, data.train.y
@@ -78,6 +86,12 @@ def fit(
     # A batch of one row breaks batch norm's statistics; such a tail is skipped.
     stop = n - 1 if config.batch_norm and n % batch == 1 and n > batch else n
 
+    permute = x.element_size() * x.numel() <= _PERMUTE_LIMIT_BYTES
+    steps = -(-stop // batch)
+    # Per-batch losses stay tensors until the epoch ends: no Python float per step.
+    sizes = torch.full((steps,), float(batch))
+    sizes[-1] = stop - (steps - 1) * batch
+
     result = FitResult(model)
     best_value: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
@@ -85,22 +99,29 @@ def fit(
     for epoch in range(1, max_epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator)
-        total = torch.zeros(())
+        xs, ys = (x[order], y[order]) if permute else (x, y)
+        losses = []
         for start in range(0, stop, batch):
-            idx = order[start:start + batch]
-            loss = loss_fn(model(x[idx]), y[idx])
+            if permute:
+                xb, yb = xs[start:start + batch], ys[start:start + batch]
+            else:
+                idx = order[start:start + batch]
+                xb, yb = x[idx], y[idx]
+            batch_loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
             if per_batch and scheduler is not None:
                 scheduler.step()
-            total += loss.detach() * idx.numel()
+            losses.append(batch_loss.detach())
         if scheduler is not None and not per_batch:
             scheduler.step()
-        train_loss = float(total) / stop
+        train_loss = float((torch.stack(losses) * sizes).sum()) / stop
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(epoch, train_loss)
-        metrics = {"train_loss": train_loss, **evaluate(model, data, data.val, prefix="val_")}
+        metrics = {"train_loss": train_loss}
+        if len(data.val):
+            metrics.update(evaluate(model, data, data.val, prefix="val_", loss_fn=loss_fn))
         result.history.append(metrics)
         result.epochs_run = epoch
         value = metrics.get(monitor) if monitor else None
@@ -125,14 +146,29 @@ def fit(
 
 
 class _RegressionLoss(nn.Module):
-    """MSE on a single-output head: the (n, 1) output is compared with the (n,) target."""
+    """A loss on a single-output head: the (n, 1) output is compared with the (n,) target."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
 
     def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(out.squeeze(-1), target)
+        return self.loss(out.squeeze(-1), target)
 
 
-def _loss(task: str) -> nn.Module:
-    return nn.CrossEntropyLoss() if task == "classification" else _RegressionLoss()
+def criterion(data: Dataset, loss: Loss | None = None) -> nn.Module:
+    """The training loss: cross-entropy (with the data's class weights, if any) for classes;
+    MSE, MAE or Huber on the standardised target for regression."""
+    if data.task == "classification":
+        weight = None if data.class_weights is None else torch.tensor(data.class_weights,
+                                                                      dtype=torch.float32)
+        return nn.CrossEntropyLoss(weight=weight)
+    name = loss.name if loss is not None else "mse"
+    if name == "mae":
+        return _RegressionLoss(nn.L1Loss())
+    if name == "huber":
+        return _RegressionLoss(nn.HuberLoss(delta=loss.huber_delta if loss else 1.0))
+    return _RegressionLoss(nn.MSELoss())
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -142,20 +178,22 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, data: Dataset, split: Split, prefix: str = "") -> dict[str, float]:
-    """Loss and every metric of the task on one split (regression metrics in original units)."""
+def evaluate(model: nn.Module, data: Dataset, split: Split, prefix: str = "",
+             loss_fn: nn.Module | None = None) -> dict[str, float]:
+    """The loss and every metric of the task on one split (regression metrics in original
+    units). `loss_fn` defaults to the data's default criterion."""
+    if not len(split):
+        return {}
     out = predict(model, split.x)
     if data.task == "regression":
         out = out.squeeze(1)
     with torch.inference_mode():
-        loss = float(_loss(data.task)(out, split.y))
-    values = {f"{prefix}loss": loss}
+        loss = float((loss_fn or criterion(data))(out, split.y))
     y_true = split.y.numpy()
     scores = out.numpy()
     if data.task == "regression":
-        y_true = data.to_original_units(y_true.astype(np.float64))
-        scores = data.to_original_units(scores.astype(np.float64))
-    for name in metrics_for(data.task):
-        if name != "loss":
-            values[f"{prefix}{name}"] = METRICS[name].compute(y_true, scores)
-    return values
+        values = regression_metrics(data.to_original_units(y_true.astype(np.float64)),
+                                    data.to_original_units(scores.astype(np.float64)))
+    else:
+        values = classification_metrics(y_true, scores)
+    return {f"{prefix}loss": loss, **{f"{prefix}{k}": v for k, v in values.items()}}

@@ -1,0 +1,92 @@
+"""4. Sample efficiency per strategy; 5. pruning: epochs trained and best value per pruner.
+
+Both run real tuner studies on digits (no tracking, journal storage in a temporary folder), so
+they measure the whole toolkit, samplers and pruners included.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import Results, Row
+from tuner import RunOptions, parse_space, run_study
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+
+
+def _space(epochs: int, pruner: str = "none", early_stopping: bool = True):
+    text = SPACE.read_text().replace("max_epochs: 25", f"max_epochs: {epochs}")
+    if not early_stopping:
+        text = re.sub(r"  early_stopping:\n(    .*\n)+", "  early_stopping: false\n", text)
+    text = text.replace("pruner: {name: median, startup_trials: 5, warmup_epochs: 3}",
+                        f"pruner: {{name: {pruner}, startup_trials: 5, warmup_epochs: 3}}")
+    return parse_space(text, file=str(SPACE), default_name="digits_mlp")
+
+
+def _study(space, tmp: Path, strategy: str, seed: int, trials: int, on_trial=None):
+    return run_study(space, RunOptions(
+        strategy=strategy, trials=trials, seed=seed, storage=str(tmp / f"{strategy}-{seed}.journal"),
+        tracking=False, progress=False, threads=1, on_trial=on_trial))
+
+
+def sample_efficiency(results: Results, quick: bool = False) -> None:
+    seeds = range(3 if quick else 5)
+    budget, target = (20, 0.97) if quick else (40, 0.975)
+    space = _space(epochs=15)
+    tmp = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
+    medians: dict[str, float] = {}
+    for strategy in ("random", "tpe", "gp", "cmaes", "qmc", "grid"):
+        needed = []
+        for seed in seeds:
+            reached: list[int] = []
+
+            def note(outcome, reached=reached) -> None:
+                if not reached and outcome.value is not None and outcome.value >= target:
+                    reached.append(outcome.number + 1)
+
+            _study(space, tmp, strategy, seed, budget, note)
+            needed.append(reached[0] if reached else budget + 1)
+        medians[strategy] = statistics.median(needed)
+        misses = sum(n > budget for n in needed)
+        ratio = medians[strategy] / medians["random"]
+        results.add(Row("search", f"{strategy}: trials to val accuracy {target} / random's", ratio,
+                        "x", "", None, f"median {medians[strategy]:g} trials over {len(needed)} "
+                        f"seeds{f', not reached in {misses}' if misses else ''} (budget {budget})"))
+
+
+def pruning(results: Results, quick: bool = False) -> None:
+    trials, epochs = (12, 10) if quick else (30, 20)
+    seeds = range(2 if quick else 3)
+    space_none = _space(epochs, "none", early_stopping=False)
+    tmp = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
+    baseline_epochs, baseline_best = [], []
+    per_pruner: dict[str, tuple[list[int], list[float]]] = {}
+    for pruner in ("none", "median", "asha", "hyperband"):
+        space = space_none if pruner == "none" else _space(epochs, pruner, early_stopping=False)
+        epochs_list, best_list = [], []
+        for seed in seeds:
+            counted: list[int] = []
+            result = _study(space, tmp / pruner, "tpe", seed, trials,
+                            lambda o, c=counted: c.append(o.epochs))
+            epochs_list.append(sum(counted))
+            best_list.append(result.best_value or 0.0)
+        per_pruner[pruner] = (epochs_list, best_list)
+        if pruner == "none":
+            baseline_epochs, baseline_best = epochs_list, best_list
+    for pruner, (epochs_list, best_list) in per_pruner.items():
+        if pruner == "none":
+            continue
+        ratio = statistics.median(e / b for e, b in zip(epochs_list, baseline_epochs, strict=True))
+        gap = 100 * statistics.median(b - v for v, b in zip(best_list, baseline_best, strict=True))
+        results.add(Row("pruning", f"{pruner}: epochs trained / no pruning", ratio, "x", "<= 0.5x",
+                        ratio <= 0.5, f"{trials} trials x {epochs} epochs, TPE, {len(best_list)} "
+                        f"seeds"))
+        results.add(Row("pruning", f"{pruner}: best val accuracy below no pruning (points)", gap,
+                        "pt", "<= 0.5", gap <= 0.5,
+                        f"best {statistics.median(best_list):.4f} vs "
+                        f"{statistics.median(baseline_best):.4f}"))
+
+

@@ -1,0 +1,238 @@
+"""`tuner compare`: planning, real comparisons on a journal storage and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
+from tests.helpers import load_study, metric_history
+from tuner import load_space, parse_space
+from tuner._cli import main
+from tuner._compare import CompareOptions, StudyPlan, plan_grid, repeat_seed, run_comparison
+from tuner._results import summarise, trials_frame
+
+# Median pruning from the first epoch, so that studies record intermediate values.
+PRUNED_SPACE = TINY_SPACE.replace("pruner: none", "pruner: {name: median, startup_trials: 1}") \
+    .replace("max_epochs: 3", "max_epochs: 2")
+
+
+def runs(uri: str, experiment: str) -> dict[str, list[Any]]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    out: dict[str, list[Any]] = {"comparison": [], "study": [], "trial": []}
+    for run in client.search_runs([exp.experiment_id], max_results=1000):
+        out[run.data.tags["tuner.role"]].append(run)
+    return out
+
+
+def test_grid_plan_keeps_the_space_grid_or_refines_it_to_hold_the_budget() -> None:
+    space = parse_space(TINY_SPACE, default_name="tiny")
+    assert space.params.grid_size() == 8
+    plan, same = plan_grid(space, 3)  # larger than the budget: a seeded subset of it
+    assert (plan.grid_points, plan.size, plan.trials) == (2, 8, 3) and same is space
+    assert "a seeded random 3 of them" in plan.describe()
+    plan, same = plan_grid(space, 8)
+    assert (plan.size, plan.trials) == (8, 8) and "the whole grid" in plan.describe()
+    # 20 trials: n_layers stops growing at its 2 values; lr grows until the grid holds 20.
+    plan, finer = plan_grid(space, 20)
+    assert (plan.grid_points, plan.size, plan.trials) == (5, 20, 20)
+    assert finer.params.grid_size() == 20 and finer.params.grid_points == 5
+    assert json.loads(finer.canonical)["study"]["grid_points"] == 5
+    assert finer.hash != space.hash
+    assert "finer than the space's 2" in plan.describe()
+    fixed = parse_space("params:\n  lr: {type: float, low: 0.001, high: 0.01, grid: [0.001]}\n")
+    plan, _ = plan_grid(fixed, 5)  # nothing can grow: the grid runs fewer trials
+    assert (plan.size, plan.trials) == (1, 1)
+
+
+def test_repeat_seeds_differ_by_repeat_and_not_by_strategy() -> None:
+    seeds = [repeat_seed(0, r) for r in range(3)]
+    assert len(set(seeds)) == 3 and seeds == [repeat_seed(0, r) for r in range(3)]
+    assert repeat_seed(1, 0) not in seeds
+
+
+def test_trials_to_target_time_and_the_default_target() -> None:
+    def trial(value: float | None, state: str = "COMPLETE") -> Any:
+        return optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=value if state == "COMPLETE" else None,
+            params={}, distributions={}, intermediate_values={1: 0.1} if state == "PRUNED" else {})
+
+    made = [trial(0.5), trial(None, "PRUNED"), trial(0.8), trial(0.7), trial(0.9)]
+    for number, t in enumerate(made):
+        t.number = number
+    frame = trials_frame("c", StudyPlan("tpe", 0, 1, "c-tpe-r0", 5), made, "maximize",
+                         {0: {"epochs": "3"}})
+    assert list(frame.best_so_far) == [0.5, 0.5, 0.8, 0.8, 0.9]
+    assert list(frame.trial) == [1, 2, 3, 4, 5]
+    assert frame.epochs.iloc[0] == 3 and frame.epochs.iloc[1] == 1  # MLflow tag, else reports
+    empty = trials_frame("c", StudyPlan("tpe", 1, 2, "c-tpe-r1", 5), [], "maximize", {})
+    assert empty.empty and {"state", "best_so_far", "elapsed_s", "epochs"} <= set(empty.columns)
+    studies = pd.DataFrame([
+        {"strategy": "tpe", "repeat": r, "trials": 5, "pruned": 1, "best_value": b,
+         "test_accuracy": t, "trials_to_target": n, "time_to_target_s": n * 2.0, "epochs": 10,
+         "wall_s": 10.0}
+        for r, (b, t, n) in enumerate([(0.9, 0.8, 3.0), (0.7, 0.6, float("nan"))])])
+    summary = summarise(studies, ["tpe"], "test_accuracy")["tpe"]
+    assert summary["best_mean"] == pytest.approx(0.8)
+    assert summary["best_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["reached"] == 1 and summary["trials_to_target"] == 3.0
+    assert summary["time_to_target_s"] == 6.0 and summary["pruned_share"] == pytest.approx(0.2)
+
+
+def test_compare_cli_creates_studies_runs_and_report_then_resume_skips_them(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    space = write_space(workdir, PRUNED_SPACE)
+    args = [*tuner_command(), "compare", str(space), "--strategies", "grid,random",
+            "--trials", "2", "--repeats", "2", "--name", "cmp", "--experiment", "cmp-cli",
+            "--out", "out", "--no-model", "--no-views", "--threads", "1", "--json"]
+    first = subprocess.run(args, cwd=workdir, env=subprocess_env(tracking_uri),
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert set(summary["strategies"]) == {"grid", "random"}
+    assert summary["grid"] == "grid: 8 points at grid_points=2; each repeat runs a seeded " \
+        "random 2 of them"
+    for values in summary["strategies"].values():
+        assert values["repeats"] == 2 and values["trials"] == 2
+        assert 0 < values["best_mean"] <= 1 and 0 < values["test_mean"] <= 1
+    best = pd.read_csv(workdir / "out" / "studies.csv").best_value.max()
+    assert summary["target"] == pytest.approx(best * 0.995)  # the best study, 0.5% worse
+
+    names = [f"cmp-{s}-r{r}" for s in ("grid", "random") for r in (0, 1)]
+    studies = {n: load_study(n, workdir / "tuner.journal") for n in names}
+    for name, study in studies.items():
+        assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
+        assert study.user_attrs["tuner.seed"] == repeat_seed(0, int(name[-1]))
+
+    found = runs(tracking_uri, "cmp-cli")
+    (comparison,) = found["comparison"]
+    assert comparison.info.run_id == summary["mlflow_run_id"]
+    assert comparison.info.status == "FINISHED"
+    assert comparison.data.params["trials"] == "2" and comparison.data.tags["comparison"] == "cmp"
+    assert "grid/best_mean" in comparison.data.metrics and "target" in comparison.data.metrics
+    parents = {r.data.tags["study"]: r for r in found["study"]}
+    assert sorted(parents) == sorted(names)
+    client = MlflowClient(tracking_uri)
+    for name, run in parents.items():
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == comparison.info.run_id
+        assert (tags["strategy"], tags["repeat"], tags["comparison"]) == \
+            (name.split("-")[1], name[-1], "cmp")
+        assert run.info.status == "FINISHED"
+        curve = metric_history(tracking_uri, run.info.run_id, "best_so_far")
+        assert sorted(m.step for m in curve) == [1, 2]
+        assert client.list_artifacts(run.info.run_id, "views") == []  # --no-views
+    assert parents["cmp-grid-r0"].data.tags["grid_points"] == "2"
+    assert len(found["trial"]) == 8
+    assert {r.data.tags["mlflow.parentRunId"] for r in found["trial"]} == \
+        {r.info.run_id for r in parents.values()}
+
+    files = {"summary.csv", "studies.csv", "trials.csv", "best_vs_trial.png", "best_vs_time.png",
+             "curves.html", "report.md"}
+    assert files <= {p.name for p in (workdir / "out").iterdir()}
+    assert files <= {f.path for f in client.list_artifacts(comparison.info.run_id)}
+    trials = pd.read_csv(workdir / "out" / "trials.csv")
+    assert len(trials) == 8 and set(trials.study) == set(names)
+    assert {"strategy", "repeat", "trial", "state", "value", "best_so_far", "elapsed_s",
+            "epochs", "param_lr"} <= set(trials.columns)
+    assert list(pd.read_csv(workdir / "out" / "summary.csv").strategy) == ["grid", "random"]
+    report = (workdir / "out" / "report.md").read_text()
+    assert "![Best so far against trials](best_vs_trial.png)" in report
+    assert "| grid |" in report and "| random |" in report
+    assert (workdir / "out" / "best_vs_trial.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The same command again (in this process: it is about the stores, not about processes).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    assert main(args[len(tuner_command()):]) == 0
+    assert json.loads(capsys.readouterr().out)["strategies"] == summary["strategies"]
+    for name in names:  # finished studies were not run again
+        assert len(load_study(name, workdir / "tuner.journal").trials) == 2
+    resumed = runs(tracking_uri, "cmp-cli")
+    assert [r.info.run_id for r in resumed["comparison"]] == [comparison.info.run_id]
+    assert sorted(r.info.run_id for r in resumed["study"]) == \
+        sorted(r.info.run_id for r in parents.values())
+    assert len(resumed["trial"]) == 8
+    assert sorted(m.step for m in metric_history(
+        tracking_uri, parents["cmp-grid-r0"].info.run_id, "best_so_far")) == [1, 2]
+
+
+class _Recorder:
+    def __init__(self, stop_after: tuple[str, int] | None = None):
+        self.started: list[tuple[str, int, bool]] = []
+        self.trials: list[str] = []
+        self.stop_after = stop_after
+
+    def study_started(self, plan: StudyPlan, done: int, skipped: bool, best: float | None,
+                      pruned: int) -> None:
+        self.started.append((plan.name, done, skipped))
+        assert (best is None) == (done == 0) and pruned == 0  # no pruner: every trial completes
+
+    def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None:
+        self.trials.append(plan.name)
+        if self.stop_after == (plan.name, self.trials.count(plan.name)):
+            raise KeyboardInterrupt  # a second Ctrl-C: abort at once
+
+
+def test_an_aborted_comparison_resumes_its_unfinished_study(
+        workdir: Path, tracking_uri: str) -> None:
+    space = load_space(write_space(workdir))
+    options = CompareOptions(strategies=("random", "tpe"), trials=2, repeats=1, name="abort",
+                             experiment="cmp-abort", storage=str(workdir / "s.journal"),
+                             tracking_uri=tracking_uri, target=0.0, out=str(workdir / "out"),
+                             threads=1, log_model=False, views=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(space, options, _Recorder(stop_after=("abort-tpe-r0", 1)))
+    found = runs(tracking_uri, "cmp-abort")
+    assert [r.info.status for r in found["comparison"]] == ["KILLED"]
+    status = {r.data.tags["study"]: r.info.status for r in found["study"]}
+    assert status == {"abort-random-r0": "FINISHED", "abort-tpe-r0": "KILLED"}
+    assert len(load_study("abort-tpe-r0", workdir / "s.journal").trials) == 1
+
+    recorder = _Recorder()
+    result = run_comparison(space, options, recorder)
+    assert recorder.started == [("abort-random-r0", 2, True), ("abort-tpe-r0", 1, False)]
+    assert recorder.trials == ["abort-tpe-r0"]
+    assert [t.number for t in load_study("abort-tpe-r0", workdir / "s.journal").trials] == [0, 1]
+    found = runs(tracking_uri, "cmp-abort")
+    assert [r.info.run_id for r in found["comparison"]] == [result.run_id]
+    assert {r.info.status for r in found["comparison"] + found["study"]} == {"FINISHED"}
+    assert len(found["study"]) == 2 and len(found["trial"]) == 4
+    # Without a pruner every trial completes, so the first trial reaches --target 0.
+    assert {s: v["trials_to_target"] for s, v in result.strategies.items()} == \
+        {"random": 1.0, "tpe": 1.0}
+    assert set(result.studies.trials_to_target) == {1.0}
+
+    changed = main(["compare", str(workdir / "tiny.yaml"), "--strategies", "random,tpe",
+                    "--trials", "3", "--repeats", "1", "--name", "abort", "--experiment",
+                    "cmp-abort", "--storage", str(workdir / "s.journal"), "--tracking-uri",
+                    tracking_uri, "--quiet"])
+    assert changed == 2  # other settings under the same name are refused, before any trial
+    assert len(load_study("abort-tpe-r0", workdir / "s.journal").trials) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--strategies", "grid,bogus"], "unknown strategy 'bogus'"),
+    (["--strategies", "tpe,tpe"], "lists a strategy twice"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--name", "bad name"], "comparison name 'bad name'"),
+])
+def test_bad_flags_exit_2_with_one_line_and_write_nothing(
+        workdir: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str],
+        flags: list[str], message: str) -> None:
+    space = write_space(workdir)
+    code = main(["compare", str(space), "--experiment", "never-compared", "--tracking-uri",
+                 tracking_uri, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (workdir / "tuner.journal").exists() and not (workdir / "reports").exists()
+    assert MlflowClient(tracking_uri).get_experiment_by_name("never-compared") is None

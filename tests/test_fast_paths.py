@@ -1,0 +1,118 @@
+"""The behaviour that makes tuner fast, guarded without timing anything."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from tests.conftest import TINY_SPACE, write_space
+from tests.helpers import metric_history
+from tuner import load_space
+from tuner._data import load_dataset
+from tuner._guard import GuardedSampler
+from tuner._hparams import TrialConfig
+from tuner._tracking import Tracker
+from tuner._training import fit
+
+
+def test_each_epoch_visits_every_training_row_exactly_once(workdir: Path) -> None:
+    space = load_space(write_space(workdir))
+    data = load_dataset(space.data)
+    batches: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, args: tuple) -> None:
+        # The first Linear layer in training mode sees exactly the rows of each batch.
+        if isinstance(module, torch.nn.Linear) and module.training and \
+                args[0].shape[1] == data.n_features:
+            batches.append(args[0].detach().clone())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        fit(TrialConfig(units=(16,), batch_size=100), data, max_epochs=2, early_stopping=None,
+            seed=0)
+    finally:
+        handle.remove()
+    n = len(data.train)
+    per_epoch = -(-n // 100)
+    assert len(batches) == 2 * per_epoch
+    expected = Counter(map(bytes, data.train.x.numpy()))
+    for epoch in range(2):
+        rows = torch.cat(batches[epoch * per_epoch:(epoch + 1) * per_epoch]).numpy()
+        assert Counter(map(bytes, rows)) == expected
+    # ... and in a different order each epoch.
+    assert not torch.equal(batches[0], batches[per_epoch])
+
+
+def test_the_same_data_tensors_serve_every_trial(workdir: Path) -> None:
+    space = load_space(write_space(workdir))
+    first, second = load_dataset(space.data), load_dataset(space.data)
+    assert first.train.x.data_ptr() == second.train.x.data_ptr()
+
+
+def test_batched_background_tracking_writes_what_direct_calls_write(tracking_uri: str) -> None:
+    epochs = [{"train_loss": 1.0 / e, "val_loss": 2.0 / e, "val_accuracy": e / 10}
+              for e in range(1, 8)]
+    histories = []
+    for asynchronous in (True, False):
+        tracker = Tracker(tracking_uri, f"batching-{asynchronous}", asynchronous=asynchronous)
+        parent = tracker.start_study("s", {}, {}, None)
+        run = tracker.start_trial(parent, "s", 0, {"lr": 0.1}, {})
+        for epoch, metrics in enumerate(epochs, start=1):
+            run.on_epoch_end(epoch, metrics)
+            if epoch == 4:
+                run.flush()  # a mid-trial flush, as long trials do
+        run.finish("COMPLETE", {"epochs": 7}, {"objective": 0.7})
+        tracker.end_run(parent, "FINISHED")
+        histories.append({
+            key: [(m.step, m.value) for m in sorted(metric_history(tracking_uri, run.run_id, key),
+                                                    key=lambda m: m.step)]
+            for key in ("train_loss", "val_loss", "val_accuracy", "objective")})
+    assert histories[0] == histories[1]
+    assert histories[0]["val_accuracy"] == [(e, e / 10) for e in range(1, 8)]
+
+
+def _sampled(sampler: optuna.samplers.BaseSampler, seconds: float, trials: int) -> optuna.Study:
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -3, 3)
+        time.sleep(seconds)
+        return x * x
+
+    study.optimize(objective, n_trials=trials)
+    return study
+
+
+def test_the_guard_hands_an_expensive_sampler_over_to_a_cheap_one() -> None:
+    guarded = GuardedSampler(optuna.samplers.GPSampler(seed=0), optuna.samplers.RandomSampler(0),
+                             max_share=0.3, min_trials=4)
+    study = _sampled(guarded, 0.0, 12)  # free trials: choosing dominates
+    assert guarded.switched
+    assert "switching to RandomSampler" in study.user_attrs["tuner.sampler_fallback"]
+
+
+def test_the_guard_keeps_a_sampler_that_costs_little_next_to_training() -> None:
+    guarded = GuardedSampler(optuna.samplers.TPESampler(seed=0), optuna.samplers.RandomSampler(0),
+                             max_share=0.3, min_trials=4)
+    study = _sampled(guarded, 0.05, 8)
+    assert not guarded.switched
+    assert "tuner.sampler_fallback" not in study.user_attrs
+
+
+def test_validate_warns_that_gp_cost_grows_with_the_trials(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tuner._cli import main
+
+    space = write_space(workdir, TINY_SPACE.replace("strategy: random", "strategy: gp"), "gp.yaml")
+    assert main(["validate", str(space), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("cubically" in n and "TPE" in n for n in notes)
+    plain = write_space(workdir, TINY_SPACE, "plain.yaml")
+    assert main(["validate", str(plain), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == []

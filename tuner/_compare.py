@@ -1,0 +1,330 @@
+"""`tuner compare`: every strategy gets the same budget, data split, pruner and epochs, repeated
+with different seeds; the studies live under one MLflow comparison run, and the results become a
+summary table, tidy CSVs, best-so-far curves and a short report.
+
+Fair budget for grid: the space's own grid (its `grid_points`) when it has at least `trials`
+points, else the coarsest finer grid that does; a grid larger than the budget is sampled: each
+repeat runs a seeded random `trials` of its points. So every strategy runs exactly `trials`
+trials, unless the grid cannot grow (every numeric parameter has explicit `grid:` values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from tuner._errors import TunerError
+from tuner._params import FloatParam, IntParam
+from tuner._results import clean, comparison_metrics, reach, summarise, trials_frame
+from tuner._spec import PRUNERS, STRATEGIES, Space
+from tuner._storage import describe, open_storage
+from tuner._study import ATTR_EXPERIMENT, ATTR_PARENT_RUN, counted_trials
+
+TOLERANCE = 0.005  # default target: the best value any study reached, 0.5% (relative) worse
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp")
+    trials: int | None = None  # per study; default: the space's study.trials
+    repeats: int = 3
+    seed: int | None = None  # default: the space's study.seed
+    pruner: str | None = None
+    name: str | None = None  # default: SPACE-compare
+    experiment: str | None = None  # default: the comparison's name
+    storage: str | None = None
+    tracking_uri: str | None = None
+    target: float | None = None
+    out: str | None = None  # default: reports/NAME
+    threads: int | None = None
+    log_model: bool = True
+    views: bool = True  # Optuna's plots per study: 3-8 s each
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    grid_points: int
+    size: int
+    trials: int
+    space_grid_points: int
+
+    def describe(self) -> str:
+        finer = (f" (finer than the space's {self.space_grid_points}, to hold the budget)"
+                 if self.grid_points != self.space_grid_points else "")
+        runs = ("each repeat runs the whole grid" if self.trials == self.size
+                else f"each repeat runs a seeded random {self.trials} of them")
+        return f"grid: {self.size} points at grid_points={self.grid_points}{finer}; {runs}"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    strategy: str
+    repeat: int
+    seed: int
+    name: str
+    trials: int
+
+
+class Listener(Protocol):
+    """What a live view hears while a comparison runs."""
+
+    def study_started(self, plan: StudyPlan, done: int, skipped: bool, best: float | None,
+                      pruned: int) -> None: ...
+
+    def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    experiment_id: str
+    run_id: str
+    direction: str
+    objective: str
+    test_metric: str
+    target: float | None
+    grid: GridPlan | None
+    out: Path
+    settings: dict[str, Any]  # the comparison run's params, strategies and repeats
+    strategies: dict[str, dict[str, Any]]
+    studies: pd.DataFrame = field(repr=False)
+    trials: pd.DataFrame = field(repr=False)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return clean({"comparison": self.name, "experiment_id": self.experiment_id,
+                       "mlflow_run_id": self.run_id, "objective": self.objective,
+                       "direction": self.direction, "target": self.target,
+                       "grid": self.grid.describe() if self.grid else None, "out": str(self.out),
+                       "interrupted": self.interrupted, "settings": self.settings,
+                       "strategies": self.strategies})
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The study seed of one repeat: every strategy of a repeat shares it (and so the trial
+    seeds of its first trials), repeats differ."""
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0] % 2**31)
+
+
+def plan_grid(space: Space, budget: int) -> tuple[GridPlan, Space]:
+    """The grid resolution for `budget` trials, and the space with that resolution."""
+    own = space.params.grid_points
+    size = space.params.grid_size()
+    points = own
+    free = any(isinstance(p, FloatParam | IntParam) and p.grid is None and p.grid_points is None
+               for p in space.params)
+    while free and size < budget and points < own + 50:
+        points += 1
+        size = dataclasses.replace(space.params, grid_points=points).grid_size()
+    plan = GridPlan(points, size, min(size, budget), own)
+    if points == own:
+        return plan, space
+    canonical = json.loads(space.canonical)
+    canonical.setdefault("study", {})["grid_points"] = points  # the study records its real grid
+    return plan, dataclasses.replace(
+        space, params=dataclasses.replace(space.params, grid_points=points),
+        canonical=json.dumps(canonical, sort_keys=True, default=str))
+
+
+def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]:
+    """Bad flags fail here, before anything is written. Returns (name, trials, seed)."""
+    if not options.strategies:
+        raise TunerError("--strategies needs at least one strategy")
+    for strategy in options.strategies:
+        if strategy not in STRATEGIES:
+            raise TunerError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if len(set(options.strategies)) != len(options.strategies):
+        raise TunerError(f"--strategies lists a strategy twice: {','.join(options.strategies)}")
+    if options.pruner is not None and options.pruner not in PRUNERS:
+        raise TunerError(f"unknown pruner {options.pruner!r}; choose from {', '.join(PRUNERS)}")
+    trials = space.study.trials if options.trials is None else options.trials
+    for flag, value in (("--trials", trials), ("--repeats", options.repeats),
+                        ("--threads", options.threads)):
+        if value is not None and value < 1:
+            raise TunerError(f"{flag} must be >= 1, got {value}")
+    if options.target is not None and not math.isfinite(options.target):
+        raise TunerError(f"--target must be a finite number, got {options.target}")
+    name = options.name or f"{space.name}-compare"
+    if not _NAME.match(name):
+        raise TunerError(f"comparison name {name!r}: use letters, digits, '_', '.', '-'")
+    out = Path(options.out or Path("reports") / name)
+    if out.exists() and not out.is_dir():
+        raise TunerError(f"--out {str(out)!r} exists and is not a folder")
+    seed = space.study.seed if options.seed is None else options.seed
+    return name, trials, seed
+
+
+def run_comparison(space: Space, options: CompareOptions,
+                   listener: Listener | None = None,
+                   on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str], None] | None = None,
+                   ) -> Comparison:
+    """Run (or resume) every (strategy, repeat) study, then summarise and write the report."""
+    from tuner import _tracking
+    from tuner._data import load_dataset
+    from tuner._runner import RunOptions, run_study
+
+    name, trials, seed = check_options(space, options)
+    data = load_dataset(space.data)  # bad data fails before any study or run exists
+    grid, grid_space = plan_grid(space, trials) if "grid" in options.strategies else (None, space)
+    plans = [StudyPlan(s, r, repeat_seed(seed, r), f"{name}-{s}-r{r}",
+                       grid.trials if s == "grid" and grid else trials)
+             for r in range(options.repeats) for s in options.strategies]
+    pruner = options.pruner or space.study.pruner.name
+    params = {"space": space.name, "space_hash": space.hash, "trials": trials, "seed": seed,
+              "pruner": pruner, "max_epochs": space.training.max_epochs,
+              "objective": space.objective.key, "data": space.data.source}
+    experiment = options.experiment or name
+    _tracking.check_comparison(options.tracking_uri, experiment, name, params)
+    storage = open_storage(options.storage)
+    tracker = _tracking.Tracker(options.tracking_uri, experiment)
+    # Tags, unlike params, may change when the comparison is resumed or extended.
+    tags = {"strategies": ",".join(options.strategies), "repeats": str(options.repeats),
+            "direction": space.objective.direction, "storage": describe(options.storage)}
+    if grid is not None:
+        tags["grid"] = grid.describe()
+    run_id = _tracking.start_comparison(tracker, name, tags, params)
+    if on_plan is not None:
+        on_plan(name, plans, grid, run_id)
+    _warm_up(data, options.threads)
+    interrupted = False
+    try:
+        for plan in plans:
+            finished, done, best, pruned = _progress_of(
+                storage, plan, tracker.experiment_id, lambda run: _tracking.run_status(tracker, run))
+            if listener is not None:
+                listener.study_started(plan, done, finished, best, pruned)
+            if finished:
+                continue
+            on_trial = None if listener is None else (
+                lambda outcome, plan=plan: listener.trial_done(plan, outcome.state, outcome.value))
+            extra = [("repeat", str(plan.repeat)), ("comparison", name)]
+            if plan.strategy == "grid" and grid is not None:
+                extra.append(("grid_points", str(grid.grid_points)))
+            result = run_study(grid_space if plan.strategy == "grid" else space, RunOptions(
+                strategy=plan.strategy, trials=plan.trials, seed=plan.seed, pruner=options.pruner,
+                storage=options.storage, study_name=plan.name, experiment=experiment,
+                tracking_uri=options.tracking_uri, log_model=options.log_model,
+                threads=options.threads, progress=False, views=options.views, parent_run_id=run_id,
+                extra_tags=tuple(extra), on_trial=on_trial))
+            if result.interrupted:
+                interrupted = True
+                break
+        settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
+                    "storage": tags["storage"]}
+        comparison = _summarise(space, options, name, run_id, grid, plans, storage, tracker,
+                                settings, interrupted)
+    except BaseException:
+        tracker.end_run(run_id, "KILLED")
+        raise
+    tracker.end_run(run_id, "KILLED" if interrupted else "FINISHED")
+    return comparison
+
+
+def _warm_up(data: Any, threads: int | None) -> None:
+    """Pay the process's one-time costs (torch loads parts of itself on the first optimizer
+    step: 2-3 s) before any study, so they do not count against the first strategy's time."""
+    import os
+
+    import torch
+
+    from tuner._hparams import TrialConfig
+    from tuner._training import fit
+
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
+        max_epochs=1, early_stopping=None, seed=0)
+
+
+def _progress_of(storage: Any, plan: StudyPlan, experiment_id: str,
+                 status: Callable[[str], str | None]) -> tuple[bool, int, float | None, int]:
+    """(finished, counted trials, best value, pruned trials) of a study that may exist already;
+    finished means the budget is spent, nothing is queued or running, and the study's parent
+    run ended FINISHED in this experiment."""
+    summary = next((s for s in storage.get_all_studies() if s.study_name == plan.name), None)
+    if summary is None:
+        return False, 0, None, 0
+    study = optuna.load_study(study_name=plan.name, storage=storage)
+    done = counted_trials(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = study.best_value if complete else None
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    open_trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    attrs = summary.user_attrs
+    run = attrs.get(ATTR_PARENT_RUN)
+    finished = (done >= plan.trials and not open_trials and run is not None
+                and attrs.get(ATTR_EXPERIMENT) == experiment_id and status(run) == "FINISHED")
+    return finished, done, best, pruned
+
+
+def _summarise(space: Space, options: CompareOptions, name: str, run_id: str,
+               grid: GridPlan | None, plans: list[StudyPlan], storage: Any, tracker: Any,
+               settings: dict[str, Any], interrupted: bool) -> Comparison:
+    from tuner import _tracking
+    from tuner._report import comparison_files
+
+    direction = space.objective.direction
+    test_key = f"test_{space.objective.metric}"
+    frames, rows = [], []
+    for plan in plans:
+        if not any(s.study_name == plan.name for s in storage.get_all_studies()):
+            continue  # not started: an interrupted comparison
+        study = optuna.load_study(study_name=plan.name, storage=storage)
+        parent = study.user_attrs.get(ATTR_PARENT_RUN)
+        tags_of = _tracking.trial_run_tags(tracker, plan.name)
+        frame = trials_frame(name, plan, study.get_trials(deepcopy=False), direction, tags_of)
+        metrics = tracker.run_data(parent)[1] if parent else {}
+        frames.append(frame)
+        rows.append({"strategy": plan.strategy, "repeat": plan.repeat, "study": plan.name,
+                     "seed": plan.seed, "parent_run_id": parent, "trials": len(frame),
+                     "complete": int((frame.state == "COMPLETE").sum()),
+                     "pruned": int((frame.state == "PRUNED").sum()),
+                     "failed": int((frame.state == "FAIL").sum()),
+                     "best_value": frame.best_so_far.iloc[-1] if len(frame) else math.nan,
+                     test_key: metrics.get(test_key, math.nan),
+                     "epochs": frame.epochs.sum(min_count=1) if len(frame) else math.nan,
+                     "wall_s": frame.elapsed_s.iloc[-1] if len(frame) else math.nan})
+    trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    studies = pd.DataFrame(rows)
+    target = options.target
+    if target is None and len(studies) and studies.best_value.notna().any():
+        best = studies.best_value.max() if direction == "maximize" else studies.best_value.min()
+        target = float(best - TOLERANCE * abs(best) if direction == "maximize"
+                       else best + TOLERANCE * abs(best))
+    if len(studies):
+        reached = [reach(trials[trials.study == s], target, direction) for s in studies.study]
+        studies["trials_to_target"] = [r[0] for r in reached]
+        studies["time_to_target_s"] = [r[1] for r in reached]
+        studies["pruned_share"] = studies.pruned / studies.trials.where(studies.trials > 0)
+    summary = summarise(studies, list(options.strategies), test_key)
+    out = Path(options.out or Path("reports") / name)
+    comparison = Comparison(name, tracker.experiment_id, run_id, direction, space.objective.key,
+                            test_key, target, grid, out, settings, summary, studies, trials,
+                            interrupted)
+    files = comparison_files(comparison)
+    out.mkdir(parents=True, exist_ok=True)
+    for file_name, content in files.items():
+        path = out / file_name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(
+            content, encoding="utf-8")
+    tracker.log_summary(run_id, comparison_metrics(summary, target))
+    tracker.log_artifacts(run_id, files)
+    for row in studies.itertuples():
+        if isinstance(row.parent_run_id, str):
+            curve = trials[trials.study == row.study][["trial", "best_so_far"]].dropna()
+            _tracking.log_study_outcome(tracker, row.parent_run_id, clean({
+                "trials_to_target": row.trials_to_target, "time_to_target_s": row.time_to_target_s,
+                "epochs_total": row.epochs, "pruned_share": row.pruned_share,
+                "wall_s": row.wall_s}), list(zip(curve.trial, curve.best_so_far, strict=True)))
+    return comparison
