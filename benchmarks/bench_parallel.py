@@ -28,6 +28,7 @@ import psycopg2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import Results, Row  # noqa: E402
 from tuner import RunOptions, parse_space, run_study  # noqa: E402
 from tuner._storage import open_storage  # noqa: E402
 
@@ -126,6 +127,19 @@ def drop_pg(admin: str, name: str) -> None:
                     (name,))
         cur.execute(f'DROP DATABASE "{name}"')
     conn.close()
+
+
+def run(results: Results, quick: bool = False) -> None:
+    """6. Trials per second with 2 workers / 1 worker on the journal file (one table row)."""
+    trials = 8 if quick else 16
+    with tempfile.TemporaryDirectory() as tmp:
+        one = measure(str(Path(tmp) / "one.journal"), 1, trials)
+        two = measure(str(Path(tmp) / "two.journal"), 2, trials)
+    ratio = two["trials_per_s"] / one["trials_per_s"]
+    results.add(Row("parallel", "journal file: trials/s with 2 workers / 1 worker", ratio, "x",
+                    ">= 1.8x", ratio >= 1.8,
+                    f"{one['trials_per_s']} vs {two['trials_per_s']} trials/s, {trials} trials, "
+                    f"storage {two['storage_ms_per_trial']} ms/trial"))
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ def _space(epochs: int, pruner: str = "none", early_stopping: bool = True):
 
 
 def _study(space, tmp: Path, strategy: str, seed: int, trials: int, on_trial=None):
+    tmp.mkdir(parents=True, exist_ok=True)
     return run_study(space, RunOptions(
         strategy=strategy, trials=trials, seed=seed, storage=str(tmp / f"{strategy}-{seed}.journal"),
         tracking=False, progress=False, threads=1, on_trial=on_trial))

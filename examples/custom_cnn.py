@@ -61,7 +61,7 @@ def train(params: Mapping[str, Any], reporter: Any) -> dict[str, float]:
         with torch.no_grad():
             logits = model(x_val)
         reporter.report(epoch, {
-            "train_loss": float(loss), "val_loss": float(loss_fn(logits, y_val)),
+            "train_loss": loss.item(), "val_loss": float(loss_fn(logits, y_val)),
             "val_accuracy": float((logits.argmax(1) == y_val).float().mean())})
         if reporter.should_stop:  # the space's early-stopping patience
             break

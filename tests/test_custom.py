@@ -107,7 +107,9 @@ def test_bad_custom_spaces_and_trainers(workdir: Path) -> None:
 def test_the_cnn_example_runs_from_the_cli_and_missing_trainers_write_nothing(
         workdir: Path, tracking_uri: str) -> None:
     example = REPO / "examples" / "custom_cnn.yaml"
+    # two worker processes: each imports the trainer named in the space file
     run = subprocess.run([*tuner_command(), "run", str(example), "--trials", "2", "--json",
+                          "--workers", "2",
                           "--storage", "cnn.journal", "--experiment", "custom-cnn"],
                          cwd=workdir, env=subprocess_env(tracking_uri), capture_output=True,
                          text=True, timeout=300)

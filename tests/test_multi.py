@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -38,7 +39,7 @@ name: toy_multi
 model: custom
 objectives:
   - {metric: val_gain, direction: maximize}
-  - {metric: cost, direction: minimize}
+  - {metric: cost, key: cost, direction: minimize}
 constraints:
   cost: {max: 50}
 study: {strategy: STRATEGY, trials: 8, seed: 1}
@@ -92,6 +93,15 @@ def test_mlp_accuracy_params_latency_front_tracked_and_picked_under_a_constraint
     names = {a.path for a in MlflowClient(tracking_uri).list_artifacts(parent.info.run_id,
                                                                        "pareto")}
     assert {"pareto/front.csv", "pareto/pareto.html", "pareto/pareto.png"} <= names
+    report = subprocess.run([*tuner_command(), "report", result.study, "--storage",
+                             str(workdir / "multi.journal"), "--out", "rep"], cwd=workdir,
+                            env=subprocess_env(tracking_uri), capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr
+    table = pd.read_csv(workdir / "rep" / "front.csv")
+    assert list(table["trial"]) == [m.number for m in front]
+    assert list(table["params"]) == [m.values[1] for m in front]
+    assert (workdir / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     feasible = [m for m in front if m.metrics["params"] < 3000]
     if feasible:
         picked = tuner.pick(result.study, str(workdir / "multi.journal"), where="params<3000")
@@ -133,6 +143,11 @@ def test_unsupported_strategies_are_refused_by_name(workdir: Path, tracking_uri:
                          cwd=workdir, env=subprocess_env(tracking_uri), capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 2 and "'cmaes' cannot search several objectives" in run.stderr
+    compare = subprocess.run([*tuner_command(), "compare", str(space_file), "--storage",
+                              "s.journal", "--experiment", "never-multi"], cwd=workdir,
+                             env=subprocess_env(tracking_uri), capture_output=True, text=True,
+                             timeout=300)
+    assert compare.returncode == 2 and "2 objectives" in compare.stderr
     assert not (workdir / "s.journal").exists() or not load_studies(workdir / "s.journal")
     assert MlflowClient(tracking_uri).get_experiment_by_name("never-multi") is None
     # nsga2 from the CLI, then `tuner best` lists the front

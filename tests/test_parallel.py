@@ -98,6 +98,7 @@ def test_workers_share_the_cores_for_torch_threads() -> None:
     assert threads_per_worker(1, 1) == (1, None)
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_two_processes_asking_in_turn_never_draw_each_others_parameters(workdir: Path) -> None:
     """Two hosts joining one study build the same seeded sampler: their draws must still differ,
     and trial N must get the same parameters as in a study run by one process."""

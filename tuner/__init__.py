@@ -19,11 +19,13 @@ from tuner._errors import DataError, SpaceError, StorageError, TunerError
 from tuner._spec import Space, load_space, parse_space
 
 if TYPE_CHECKING:
+    from tuner._compare import CompareOptions, Comparison
     from tuner._custom import Reporter
     from tuner._final import FinalOptions, FinalResult
     from tuner._multi import FrontMember
     from tuner._runner import RunOptions, StudyResult
     from tuner.api import (
+        compare,
         evaluate,
         export,
         open_study,
@@ -39,12 +41,15 @@ __version__ = "0.1.0"
 _LAZY = {"RunOptions": "tuner._runner", "StudyResult": "tuner._runner",
          "run_study": "tuner.api"}
 # The Python API (custom objectives, multi-objective fronts, stored studies and runs).
-_LAZY.update({name: "tuner.api" for name in ("evaluate", "export", "open_study", "pareto_front",
-                                             "pick", "runs", "trials")})
+_LAZY.update({name: "tuner.api" for name in ("compare", "evaluate", "export", "open_study",
+                                             "pareto_front", "pick", "runs", "trials")})
 _LAZY.update({"Reporter": "tuner._custom", "FrontMember": "tuner._multi",
+              "CompareOptions": "tuner._compare", "Comparison": "tuner._compare",
               "FinalOptions": "tuner._final", "FinalResult": "tuner._final"})
 
 __all__ = [
+    "CompareOptions",
+    "Comparison",
     "DataError",
     "FinalOptions",
     "FinalResult",
@@ -57,6 +62,7 @@ __all__ = [
     "StudyResult",
     "TunerError",
     "__version__",
+    "compare",
     "evaluate",
     "export",
     "load_space",

@@ -152,7 +152,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*row)
     _out.print(table)
-    _out.print(f"objective: {space.objective.key} ({space.objective.direction}); data: "
+    goal = ", ".join(f"{o.key} ({o.direction})" for o in space.objectives or (space.objective,))
+    _out.print(f"objective{'s' if space.multi else ''}: {goal}; data: "
                f"{space.data.source}; strategy {space.study.strategy}, {space.study.trials} "
                f"trials; grid size: {grid}")
     for note in notes:
@@ -169,10 +170,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
         for t in trials:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         best = None
-        if counts.get("COMPLETE"):
+        multi = len(summary.directions) > 1  # no single best value: `tuner best` lists the front
+        if counts.get("COMPLETE") and not multi:
             best = storage.get_best_trial(summary._study_id).value
         rows.append({"study": summary.study_name, "strategy": summary.user_attrs.get(ATTR_STRATEGY),
-                     "direction": summary.direction.name.lower(), "trials": len(trials),
+                     "direction": ",".join(d.name.lower() for d in summary.directions),
+                     "trials": len(trials),
                      "states": counts, "best_value": best})
     if args.json:
         print(json.dumps({"storage": describe(args.storage), "studies": rows}))

@@ -140,6 +140,10 @@ def plan_grid(space: Space, budget: int) -> tuple[GridPlan, Space]:
 
 def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]:
     """Bad flags fail here, before anything is written. Returns (name, trials, seed)."""
+    if space.multi:  # time-to-target needs one value per trial
+        raise TunerError(f"{space.file} has {len(space.objectives)} objectives; `tuner compare` "
+                         "compares single-objective studies (run each strategy with `tuner "
+                         "run --strategy`, then `tuner best` lists each front)")
     if not options.strategies:
         raise TunerError("--strategies needs at least one strategy")
     for strategy in options.strategies:

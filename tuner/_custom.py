@@ -100,6 +100,8 @@ def resolve(space_hash: str, spec: str | None, base: Path | None = None) -> Trai
     reaches worker processes and `tuner run`)."""
     if space_hash in _ACTIVE:
         return _ACTIVE[space_hash]
+    if spec is None and _ACTIVE:  # a space derived from the registered one (a compare grid)
+        return list(_ACTIVE.values())[-1]
     if spec is None:
         raise TunerError("a `model: custom` space needs a trainer: pass objective=... to "
                          "tuner.run_study, or set `trainer: module:function` in the space")

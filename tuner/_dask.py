@@ -47,24 +47,25 @@ def run_task(job: Job, stop_event: str, slots_per_host: dict[str, int]) -> dict[
         if base is None:
             base = _sessions[job] = open_job(job, threads)
     session = _fork(base)
-    stop = threading.Event()
-    done = threading.Event()
-
-    def watch_stop() -> None:  # Ctrl-C on the client: stop at the end of this epoch
-        with contextlib.suppress(Exception):
-            event = Event(stop_event)
-            while not done.is_set():
-                if event.wait(timeout=1.0):
-                    stop.set()
-                    return
-
-    watcher = threading.Thread(target=watch_stop, daemon=True)
-    watcher.start()
-    try:
-        work(session, job.target, stop, max_trials=1)
-    finally:
-        done.set()
+    stop = _ClusterStop(Event(stop_event))
+    work(session, job.target, stop, max_trials=1)
     return {**stats_of(session), "interrupted": float(stop.is_set())}
+
+
+class _ClusterStop(threading.Event):
+    """The client's Ctrl-C as seen by a task: a cluster-wide event, asked at each epoch's end
+    (from the task's own thread: a Dask event cannot be used from other threads)."""
+
+    def __init__(self, event: Any):
+        super().__init__()
+        self._event = event
+
+    def is_set(self) -> bool:
+        if not super().is_set():
+            with contextlib.suppress(Exception):  # the scheduler unreachable: train on
+                if self._event.is_set():
+                    self.set()
+        return super().is_set()
 
 
 def _fork(base: _Session) -> _Session:

@@ -86,7 +86,7 @@ def work(session: _Session, target: int, stop: threading.Event, *,
             trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
         trial, running = next_trial(handle, session.strategy == "grid", target, trials)
         if trial is None:
-            if running == 0:
+            if running == 0 or max_trials is not None:  # a Dask task: the client waits instead
                 break
             if progress is not None and waiting_for != running:
                 progress.note(f"waiting for {running} trial(s) running elsewhere "

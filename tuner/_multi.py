@@ -175,7 +175,7 @@ def _first_metrics(study: optuna.Study) -> list[str]:
 def front_table(study: optuna.Study) -> list[dict[str, Any]]:
     names = [k for k, _ in objectives_of(study)]
     return [{"trial": m.number, **dict(zip(names, m.values, strict=True)),
-             "feasible": m.feasible, "params": m.params} for m in pareto_front(study)]
+             "feasible": m.feasible, "config": m.params} for m in pareto_front(study)]
 
 
 def front_files(study: optuna.Study) -> dict[str, str | bytes]:
@@ -185,8 +185,7 @@ def front_files(study: optuna.Study) -> dict[str, str | bytes]:
     rows = front_table(study)
     names = [k for k, _ in objectives_of(study)]
     buffer = io.StringIO()
-    pd.DataFrame([{**{k: v for k, v in r.items() if k != "params"},
-                   "params": json.dumps(r["params"], default=str)} for r in rows]
+    pd.DataFrame([{**r, "config": json.dumps(r["config"], default=str)} for r in rows]
                  ).to_csv(buffer, index=False)
     files: dict[str, str | bytes] = {"front.csv": buffer.getvalue()}
     files["pareto.html"] = optuna.visualization.plot_pareto_front(

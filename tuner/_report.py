@@ -115,7 +115,12 @@ def write_study_views(study: optuna.Study, folder: Path) -> list[Path]:
     """`tuner report`: the same files that a study's parent run gets under `views/`."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise TunerError(f"study {study.study_name!r} has no complete trial yet: nothing to plot")
-    files = study_views(study)
+    if len(study.directions) > 1:  # no single objective to plot: the Pareto front instead
+        from tuner._multi import front_files
+
+        files = front_files(study)
+    else:
+        files = study_views(study)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in files.items():

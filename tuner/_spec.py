@@ -36,11 +36,14 @@ _TOP_KEYS = {"name", "description", "data", "objective", "objectives", "constrai
 class Objective:
     metric: str
     direction: str
+    logged: str | None = None  # a custom trainer's own name for it (`key:`), used as is
 
     @property
     def key(self) -> str:
         """The name under which the metric is logged per epoch. A custom trainer reports its
         own names; `params` and `latency` (ms per 1,000 rows) are measured after training."""
+        if self.logged is not None:
+            return self.logged
         if self.metric.startswith("val_") or self.metric in EXTRA_OBJECTIVES:
             return self.metric
         return f"val_{self.metric}"
@@ -226,10 +229,15 @@ def _objectives(doc: Document, raw: Mapping[str, Any], task: str,
 
 def _objective(doc: Document, raw: Mapping[str, Any], task: str, custom: bool = False,
                path: tuple[str, ...] = ("objective",)) -> Objective:
-    _check_keys(doc, path, raw, {"metric", "direction"})
+    _check_keys(doc, path, raw, {"metric", "direction", "key"} if custom
+                else {"metric", "direction"})
     default = "accuracy" if task == "classification" else "rmse"
     if custom:  # a custom trainer reports metrics of its own choosing
         metric = _get(doc, raw, path, "metric", str, default)
+        if "key" in raw:
+            return Objective(metric, _get(doc, raw, path, "direction", str, "maximize",
+                                          choices=("maximize", "minimize")),
+                             _get(doc, raw, path, "key", str, metric))
         fallback = METRICS[metric].direction if metric in METRICS else "maximize"
     else:
         metric = _get(doc, raw, path, "metric", str, default,

@@ -35,6 +35,7 @@ from tuner._spec import Space
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tuner._compare import CompareOptions, Comparison
     from tuner._custom import Trainer
     from tuner._final import FinalOptions, FinalResult
     from tuner._multi import FrontMember
@@ -62,6 +63,20 @@ def run_study(space: Space, options: RunOptions | None = None, *,
         raise SpaceError("objective=... needs a space with `model: custom`", file=space.file)
     with using(space.hash, objective):
         return _run(space, options)
+
+
+def compare(space: Space, options: CompareOptions | None = None, *,
+            objective: Trainer | None = None) -> Comparison:
+    """One study per (strategy, repeat) with the same budget, then the report (`tuner compare`).
+    `objective` as in `run_study`."""
+    from tuner._compare import CompareOptions, run_comparison
+    from tuner._custom import using
+
+    options = options or CompareOptions()
+    if objective is None:
+        return run_comparison(space, options)
+    with using(space.hash, objective):
+        return run_comparison(space, options)
 
 
 def open_study(study: str, storage: str | None = None) -> Any:
