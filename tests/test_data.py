@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from tests.helpers import metric_history, runs_of
@@ -18,14 +17,7 @@ from tuner._data import Dataset, load_dataset
 from tuner._preprocess import clean, fit_preprocessor
 from tuner._sources import read_source
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models train fastest on one thread (and other tests share the machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def space(data: str, extra: str = "") -> Space:

@@ -14,14 +14,7 @@ from tuner._metrics import METRICS, classification_metrics, log_softmax, regress
 from tuner._spec import Loss
 from tuner._training import fit, predict
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models train fastest on one thread (and other tests share the machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # name -> scikit-learn's value from (labels, predicted labels, class probabilities)

@@ -33,6 +33,7 @@ def test_each_strategy_leaves_one_parent_and_a_child_run_per_trial(
                                       trials=3))
     assert result.n_complete + result.n_pruned == 3 and result.n_failed == 0
     assert result.strategy == strategy
+    assert result.tracking_background_s > 0  # trial runs were written by the writer thread
     parents, trials = runs_of(tracking_uri, experiment)
     assert len(parents) == 1 and len(trials) == 3
     parent = parents[0]

@@ -122,7 +122,8 @@ def _print_result(result: StudyResult) -> None:
     if result.test_metrics:
         table.add_row("test (held out)", ", ".join(f"{k}={v:.4f}" for k, v in
                                                    result.test_metrics.items()))
-    table.add_row("wall time", f"{result.wall_s:.1f} s (MLflow calls {result.tracking_s:.2f} s)")
+    table.add_row("wall time", f"{result.wall_s:.1f} s (MLflow: {result.tracking_s:.2f} s on the "
+                  f"trials' path, {result.tracking_background_s:.2f} s in the background)")
     table.add_row("study storage", result.storage)
     if result.tracking_uri:
         table.add_row("MLflow", f"{result.tracking_uri}, parent run {result.mlflow_parent_run_id}")

@@ -96,7 +96,7 @@ class StudyResult:
     n_failed: int
     wall_s: float
     trials_s: float
-    tracking_s: float
+    tracking_s: float  # MLflow time on the trials' critical path (queueing, waiting)
     test_metrics: dict[str, float]
     mlflow_experiment_id: str | None
     mlflow_parent_run_id: str | None
@@ -105,6 +105,7 @@ class StudyResult:
     interrupted: bool
     notes: list[str] = field(default_factory=list)
     storage_s: float = 0.0  # time in storage calls, all workers together
+    tracking_background_s: float = 0.0  # MLflow calls written by the background thread
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,6 +433,8 @@ class _Session:
             wall_s=round(time.perf_counter() - started, 3),
             trials_s=round(self.trial_seconds, 3),
             tracking_s=round(self.tracking_trial_seconds, 3),
+            tracking_background_s=round(self.tracker.background_seconds, 3)
+            if self.tracker else 0.0,
             test_metrics=final.get("test_metrics", {}),
             mlflow_experiment_id=self.tracker.experiment_id if self.tracker else None,
             mlflow_parent_run_id=self.parent,
