@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from tuner._commands import report_outcome
 from tuner._errors import TunerError
 from tuner._spec import PRUNERS, load_space
 
@@ -89,14 +89,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
     finally:
         view.end()
-    if args.json:
-        print(json.dumps(comparison.to_dict(), default=str))
-    else:
-        _print_comparison(comparison)
-    if comparison.interrupted:
-        print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return report_outcome(comparison, args.json, _print_comparison)
 
 
 class LiveView:

@@ -99,12 +99,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
         timeout=args.timeout,
     )
-    result = run_study(space, options)
-    if args.json:
-        print(json.dumps(result.to_dict(), default=str))
+    return report_outcome(run_study(space, options), args.json, _print_result)
+
+
+def report_outcome(outcome: Any, as_json: bool, show: Any) -> int:
+    """Print a run's or a comparison's outcome (JSON or a table); 130 if it was interrupted."""
+    if as_json:
+        print(json.dumps(outcome.to_dict(), default=str))
     else:
-        _print_result(result)
-    if result.interrupted:
+        show(outcome)
+    if outcome.interrupted:
         print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
