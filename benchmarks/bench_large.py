@@ -44,7 +44,7 @@ def _measure(rows: int) -> dict[str, float]:
     import torch
 
     from tuner import RunOptions, parse_space, run_study
-    from tuner._data import load_dataset
+    from tuner.data import load_dataset
 
     space = parse_space(SPACE % {"rows": rows}, file="large.yaml", default_name="large")
     before = _rss_mb()  # torch, scikit-learn, optuna and mlflow imported

@@ -17,10 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks._common import Results, Row, ab_ratio
-from tuner._data import Dataset, Scaler, Split
-from tuner._hparams import TrialConfig
-from tuner._model import build_mlp
-from tuner._training import fit
+from tuner.data import Dataset, Scaler, Split
+from tuner.space import TrialConfig
+from tuner.training import build_mlp, fit
 
 
 def synthetic(rows: int, features: int = 100, classes: int = 10, seed: int = 0) -> Dataset:

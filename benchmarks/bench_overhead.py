@@ -20,8 +20,7 @@ import optuna
 
 from benchmarks._common import Results, Row
 from tuner import load_space
-from tuner._storage import open_storage
-from tuner._strategies import make_sampler
+from tuner.search import make_sampler, open_storage
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._common import Results, Row  # noqa: E402
 from tuner import RunOptions, parse_space, run_study  # noqa: E402
-from tuner._storage import open_storage  # noqa: E402
+from tuner.search import open_storage  # noqa: E402
 
 SHORT = """\
 name: bench

@@ -19,8 +19,8 @@ from scipy.stats import loguniform
 
 from benchmarks._common import Results, Row
 from tuner import RunOptions, load_space, run_study
-from tuner._data import load_dataset
-from tuner._training import evaluate
+from tuner.data import load_dataset
+from tuner.training import evaluate
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks._common import Results, Row, ab_ratio
 from benchmarks.plain_optuna import run_plain
 from tuner import RunOptions, parse_space, run_study
-from tuner._data import load_dataset
+from tuner.data import load_dataset
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 

@@ -157,7 +157,7 @@ def open_study(storage_url: str, name: str) -> Any:
     """The study as Optuna alone sees it (a fresh storage object each time: no caches)."""
     import optuna
 
-    from tuner._storage import open_storage
+    from tuner.search import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(storage_url))
 
@@ -184,7 +184,7 @@ def trials_of(storage: Any, study: str) -> list[Any]:
 
 def training_trial(url: str, study: str, min_age_s: float = 1.0) -> Any:
     """Wait for a trial that has been training for a while, its heartbeat naming its process."""
-    from tuner._storage import open_storage
+    from tuner.search import open_storage
 
     storage = open_storage(url)
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import subprocess_env, tuner_command, write_space
 from tuner import DataError, RunOptions, SpaceError, parse_space, run_study
-from tuner._data import load_dataset
+from tuner.data import load_dataset
 
 
 def load(data: str) -> None:

@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, metric_history
 from tuner import load_space, parse_space
-from tuner._cli import main
-from tuner._compare import CompareOptions, StudyPlan, plan_grid, repeat_seed, run_comparison
-from tuner._results import summarise, trials_frame
+from tuner.analysis import StudyPlan, summarise, trials_frame
+from tuner.cli import main
+from tuner.execution import CompareOptions, plan_grid, repeat_seed, run_comparison
 
 # Median pruning from the first epoch, so that studies record intermediate values.
 PRUNED_SPACE = TINY_SPACE.replace("pruner: none", "pruner: {name: median, startup_trials: 1}") \
@@ -223,8 +223,8 @@ def test_an_aborted_comparison_resumes_its_unfinished_study(
 @pytest.mark.parametrize("flags, message", [
     (["--strategies", "grid,bogus"], "unknown strategy 'bogus'"),
     (["--strategies", "tpe,tpe"], "lists a strategy twice"),
-    (["--repeats", "0"], "--repeats must be >= 1"),
-    (["--name", "bad name"], "comparison name 'bad name'"),
+    (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
+    (["--name", "bad name"], "--name: 'bad name': use letters"),
 ])
 def test_bad_flags_exit_2_with_one_line_and_write_nothing(
         workdir: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str],

@@ -13,9 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from tests.helpers import metric_history, runs_of
 from tuner import RunOptions, Space, parse_space, run_study
-from tuner._data import Dataset, load_dataset
-from tuner._preprocess import clean, fit_preprocessor
-from tuner._sources import read_source
+from tuner.data import Dataset, clean, fit_preprocessor, load_dataset, read_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,7 +154,7 @@ def _impute(strategy: str, fill: str = "") -> tuple[np.ndarray, list[str]]:
     """The imputed (unscaled) numeric column and the categories, fitted on all six rows."""
     spec = space(f"{{source: csv, path: unused.csv, target: y, task: classification, "
                  f"missing: {strategy}{fill}}}").data
-    from tuner._sources import RawData
+    from tuner.data import RawData
 
     table = clean(RawData(ORDERED.copy(), ORDERED["y"], "unused.csv", "y"), spec)
     pre = fit_preprocessor(table, table.x, spec)
@@ -243,8 +241,8 @@ def test_balanced_and_explicit_class_weights() -> None:
 
 
 def test_class_weighting_raises_minority_recall_on_an_imbalanced_set() -> None:
-    from tuner._hparams import TrialConfig
-    from tuner._training import fit
+    from tuner.space import TrialConfig
+    from tuner.training import fit
 
     base = ("{source: synthetic, synthetic: {samples: 3000, features: 8, informative: 3, "
             "weights: [0.95, 0.05], noise: 0.02, seed: 1}")

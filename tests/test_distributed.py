@@ -30,7 +30,7 @@ from tests.services import (  # noqa: F401  (fixtures)
     training_trial,
 )
 from tuner import RunOptions, load_space, run_study
-from tuner._study import HEARTBEAT
+from tuner.search import HEARTBEAT
 
 MEDIUM_SPACE = """\
 name: medium

@@ -14,11 +14,11 @@ import torch
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import metric_history
 from tuner import load_space
-from tuner._data import load_dataset
-from tuner._guard import GuardedSampler
-from tuner._hparams import TrialConfig
-from tuner._tracking import Tracker
-from tuner._training import fit
+from tuner.data import load_dataset
+from tuner.search import GuardedSampler
+from tuner.space import TrialConfig
+from tuner.tracking import Tracker
+from tuner.training import fit
 
 
 def test_each_epoch_visits_every_training_row_exactly_once(workdir: Path) -> None:
@@ -107,7 +107,7 @@ def test_the_guard_keeps_a_sampler_that_costs_little_next_to_training() -> None:
 
 def test_validate_warns_that_gp_cost_grows_with_the_trials(
         workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tuner._cli import main
+    from tuner.cli import main
 
     space = write_space(workdir, TINY_SPACE.replace("strategy: random", "strategy: gp"), "gp.yaml")
     assert main(["validate", str(space), "--json"]) == 0

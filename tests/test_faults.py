@@ -34,9 +34,15 @@ from tests.services import (  # noqa: F401  (pg_database and redis_url are fixtu
     wait_for,
 )
 from tuner import RunOptions, TunerError, load_space, run_study
-from tuner._heartbeat import reap_stale
-from tuner._storage import StorageUnavailable, open_storage
-from tuner._study import HEARTBEAT, StudyHandle, counted_trials
+from tuner.search import (
+    HEARTBEAT,
+    StorageUnavailable,
+    StudyHandle,
+    counted_trials,
+    open_storage,
+    reap_stale,
+    trial_id,
+)
 
 
 def start(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
@@ -76,12 +82,12 @@ def test_a_run_killed_on_postgresql_is_recovered_by_the_next_run(
 def test_a_lost_trial_is_retried_once_only(workdir: Path) -> None:
     storage = JournalStorage(JournalFileBackend(str(workdir / "reap.journal")))
     study = optuna.create_study(storage=storage, study_name="reap")
-    handle = StudyHandle(study, study._study_id, storage, True)
+    handle = StudyHandle(study, storage.get_study_id_from_name("reap"), storage, True)
 
     def lose_one() -> optuna.Trial:
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
-        storage.set_trial_system_attr(trial._trial_id, HEARTBEAT,
+        storage.set_trial_system_attr(trial_id(trial), HEARTBEAT,
                                       {"time": time.time() - 60, "host": "h", "pid": 1})
         return trial
 
@@ -89,7 +95,7 @@ def test_a_lost_trial_is_retried_once_only(workdir: Path) -> None:
     assert reap_stale(handle, timeout=30) and reap_stale(handle, timeout=30) == []
     retry = study.ask()  # pops the queued retry, with the same parameter
     assert retry.suggest_float("x", 0, 1) == first.params["x"]
-    storage.set_trial_system_attr(retry._trial_id, HEARTBEAT,
+    storage.set_trial_system_attr(trial_id(retry), HEARTBEAT,
                                   {"time": time.time() - 60, "host": "h", "pid": 1})
     lost = reap_stale(handle, timeout=30)
     assert [(x.number, x.retry) for x in lost] == [(retry.number, False)]
@@ -97,7 +103,7 @@ def test_a_lost_trial_is_retried_once_only(workdir: Path) -> None:
     assert states == [TrialState.FAIL, TrialState.FAIL]  # nothing queued a second time
     assert counted_trials(study) == 1  # the first loss was retried; the second counts as failed
     fresh = lose_one()
-    storage.set_trial_system_attr(fresh._trial_id, HEARTBEAT,
+    storage.set_trial_system_attr(trial_id(fresh), HEARTBEAT,
                                   {"time": time.time(), "host": "h", "pid": 1})
     assert reap_stale(handle, timeout=30) == []  # alive: left alone
 
@@ -254,7 +260,7 @@ def test_a_trial_declared_lost_while_it_still_trains_keeps_one_outcome(
         trial = wait_for(lambda: next((t for t in trials_of(storage, "tiny-random-seed0")
                                        if t.state == TrialState.RUNNING), None), 120, "a trial")
         study = optuna.load_study(study_name="tiny-random-seed0", storage=storage)
-        handle = StudyHandle(study, study._study_id, storage, False)
+        handle = StudyHandle(study, storage.get_study_id_from_name("tiny-random-seed0"), storage, False)
         reaped.extend(reap_stale(handle, timeout=-1))  # as if its heartbeat had stopped
         assert reaped and reaped[0].number == trial.number
 

@@ -19,9 +19,9 @@ from sklearn import metrics as skm
 from tests.conftest import REPO, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
 from tuner import RunOptions, TunerError, load_space, parse_space, run_study
-from tuner._data import final_dataset
-from tuner._export import export_study
-from tuner._final import FinalOptions, evaluate_study, train_space
+from tuner.analysis import export_study
+from tuner.data import final_dataset
+from tuner.execution import FinalOptions, evaluate_study, train_space
 
 DIGITS = """\
 name: final_digits

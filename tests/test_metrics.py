@@ -8,11 +8,9 @@ import torch
 from sklearn import metrics as skm
 
 from tuner import SpaceError, parse_space
-from tuner._data import load_dataset
-from tuner._hparams import TrialConfig
-from tuner._metrics import METRICS, classification_metrics, log_softmax, regression_metrics
-from tuner._spec import Loss
-from tuner._training import fit, predict
+from tuner.data import classification_metrics, load_dataset, log_softmax, regression_metrics
+from tuner.space import METRICS, Loss, TrialConfig
+from tuner.training import fit, predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,7 +138,7 @@ def test_class_weights_enter_the_training_loss() -> None:
     space = parse_space("data: {source: iris, class_weight: [1, 2, 3]}\nparams:\n  lr: 0.1\n")
     data = load_dataset(space.data)
     assert data.class_weights == (1.0, 2.0, 3.0)
-    from tuner._training import criterion
+    from tuner.training import criterion
 
     loss = criterion(data)
     assert torch.equal(loss.weight, torch.tensor([1.0, 2.0, 3.0]))

@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from tests.conftest import REPO, TINY_SPACE, write_space
 from tuner import load_space
-from tuner._compare import CompareOptions, run_comparison
+from tuner.execution import CompareOptions, run_comparison
 
 NOTEBOOK = REPO / "notebooks" / "compare_strategies.ipynb"
 

@@ -20,9 +20,8 @@ from tests.conftest import subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
 from tests.services import SLOW_SPACE, training_trial
 from tuner import RunOptions, StorageError, load_space, run_study
-from tuner._sampling import seeded_sampler
-from tuner._study import HEARTBEAT, TRIAL_PARAMS
-from tuner._workers import threads_per_worker
+from tuner.execution import threads_per_worker
+from tuner.search import HEARTBEAT, TRIAL_PARAMS, seeded_sampler
 
 
 def test_two_workers_run_a_grid_exactly_once_even_when_one_is_killed_mid_trial(

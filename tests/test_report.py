@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study
 from tuner import RunOptions, load_space, run_study
-from tuner._cli import main
-from tuner._report import VIEWS, best_so_far_bands, study_views
+from tuner.analysis import VIEWS, best_so_far_bands, study_views
+from tuner.cli import main
 
 PRUNED_SPACE = TINY_SPACE.replace("pruner: none", "pruner: {name: median, startup_trials: 1}") \
     .replace("max_epochs: 3", "max_epochs: 2")

@@ -73,5 +73,5 @@ def test_timeout_ends_cleanly_after_the_running_trial(workdir: Path, tracking_ur
                           "--storage", "bad.journal"], cwd=workdir,
                          env=subprocess_env(tracking_uri), capture_output=True, text=True,
                          timeout=300)
-    assert bad.returncode == 2 and "--patience must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "--patience: must be >= 1" in bad.stderr
     assert not (workdir / "bad.journal").exists()

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study, metric_history, runs_of
 from tuner import RunOptions, TunerError, load_space, run_study
-from tuner._study import TRIAL_PARAMS
+from tuner.search import TRIAL_PARAMS
 
 
 def options(tmp: Path, uri: str, experiment: str, **kw) -> RunOptions:
@@ -140,7 +140,7 @@ def test_the_best_model_is_logged_and_scores_raw_test_rows(
     result = run_study(space, options(workdir, tracking_uri, "model", trials=2, log_model=True))
     assert result.model_uri
     model = mlflow.pytorch.load_model(result.model_uri)
-    from tuner._data import load_dataset
+    from tuner.data import load_dataset
 
     data = load_dataset(space.data)
     scaler = data.feature_scaler

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import subprocess_env, tuner_command, write_space
 from tuner import RunOptions, load_space, run_study
-from tuner._cli import main
+from tuner.cli import main
 
 
 def free_port() -> int:

@@ -15,15 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tuner._errors import DataError, SpaceError, StorageError, TunerError
-from tuner._spec import Space, load_space, parse_space
+from tuner.errors import DataError, OptionError, SpaceError, StorageError, TunerError
+from tuner.space import Space, load_space, parse_space
 
 if TYPE_CHECKING:
-    from tuner._compare import CompareOptions, Comparison
-    from tuner._custom import Reporter
-    from tuner._final import FinalOptions, FinalResult
-    from tuner._multi import FrontMember
-    from tuner._runner import RunOptions, StudyResult
+    from tuner.analysis import Comparison
     from tuner.api import (
         compare,
         evaluate,
@@ -35,17 +31,27 @@ if TYPE_CHECKING:
         runs,
         trials,
     )
+    from tuner.execution import (
+        CompareOptions,
+        FinalOptions,
+        FinalResult,
+        RunOptions,
+        StudyResult,
+        WorkerOptions,
+    )
+    from tuner.search import FrontMember
+    from tuner.training import Reporter
 
 __version__ = "0.1.0"
 
-_LAZY = {"RunOptions": "tuner._runner", "StudyResult": "tuner._runner",
-         "run_study": "tuner.api"}
-# The Python API (custom objectives, multi-objective fronts, stored studies and runs).
-_LAZY.update({name: "tuner.api" for name in ("compare", "evaluate", "export", "open_study",
-                                             "pareto_front", "pick", "runs", "trials")})
-_LAZY.update({"Reporter": "tuner._custom", "FrontMember": "tuner._multi",
-              "CompareOptions": "tuner._compare", "Comparison": "tuner._compare",
-              "FinalOptions": "tuner._final", "FinalResult": "tuner._final"})
+# The Python API (tuner.api) and its option and result types load on first use.
+_LAZY = {name: "tuner.api" for name in ("compare", "evaluate", "export", "open_study",
+                                        "pareto_front", "pick", "run_study", "runs", "trials")}
+_LAZY.update({name: "tuner.execution" for name in (
+    "CompareOptions", "FinalOptions", "FinalResult", "RunOptions", "StudyResult",
+    "WorkerOptions")})
+_LAZY.update({"Reporter": "tuner.training", "FrontMember": "tuner.search",
+              "Comparison": "tuner.analysis"})
 
 __all__ = [
     "CompareOptions",
@@ -54,6 +60,7 @@ __all__ = [
     "FinalOptions",
     "FinalResult",
     "FrontMember",
+    "OptionError",
     "Reporter",
     "RunOptions",
     "Space",
@@ -61,6 +68,7 @@ __all__ = [
     "StorageError",
     "StudyResult",
     "TunerError",
+    "WorkerOptions",
     "__version__",
     "compare",
     "evaluate",

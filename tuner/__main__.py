@@ -1,5 +1,5 @@
 import sys
 
-from tuner._cli import main
+from tuner.cli import main
 
 sys.exit(main())

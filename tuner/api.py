@@ -28,18 +28,21 @@ True
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 
-from tuner._spec import Space
+from tuner.errors import SpaceError, TunerError
+from tuner.space import Space
 
+# Heavy packages (torch, optuna, mlflow) load when an API function is first called, so that
+# `import tuner` and `tuner validate` stay fast.
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
 
-    from tuner._compare import CompareOptions, Comparison
-    from tuner._custom import Trainer
-    from tuner._final import FinalOptions, FinalResult
-    from tuner._multi import FrontMember
-    from tuner._runner import RunOptions, StudyResult
+    from tuner.analysis import Comparison
+    from tuner.execution import CompareOptions, FinalOptions, FinalResult, RunOptions, StudyResult
+    from tuner.search import FrontMember
+    from tuner.training import Trainer
 
 
 def run_study(space: Space, options: RunOptions | None = None, *,
@@ -48,29 +51,29 @@ def run_study(space: Space, options: RunOptions | None = None, *,
 
     `objective`: a custom trainer `fn(params, reporter) -> value | metrics | None` for a
     `model: custom` space (else the space's `trainer:` is imported)."""
-    from tuner._custom import load_trainer, using
-    from tuner._runner import run_study as _run
+    from tuner.execution import run_study as run
+    from tuner.training import load_trainer, using
 
     if objective is None:
         if space.model == "custom":  # a missing trainer fails before any study is written
             if space.trainer is None:
-                _no_trainer()
+                raise TunerError("a `model: custom` space needs a trainer: pass objective=... "
+                                 "to tuner.run_study, or set `trainer: module:function` in the "
+                                 "space")
             load_trainer(space.trainer, Path(space.file).parent)
-        return _run(space, options)
-    from tuner._errors import SpaceError
-
+        return run(space, options)
     if space.model != "custom":
         raise SpaceError("objective=... needs a space with `model: custom`", file=space.file)
     with using(space.hash, objective):
-        return _run(space, options)
+        return run(space, options)
 
 
 def compare(space: Space, options: CompareOptions | None = None, *,
             objective: Trainer | None = None) -> Comparison:
     """One study per (strategy, repeat) with the same budget, then the report (`tuner compare`).
     `objective` as in `run_study`."""
-    from tuner._compare import CompareOptions, run_comparison
-    from tuner._custom import using
+    from tuner.execution import CompareOptions, run_comparison
+    from tuner.training import using
 
     options = options or CompareOptions()
     if objective is None:
@@ -79,19 +82,11 @@ def compare(space: Space, options: CompareOptions | None = None, *,
         return run_comparison(space, options)
 
 
-def open_study(study: str, storage: str | None = None) -> Any:
+def open_study(study: str, storage: str | None = None) -> optuna.Study:
     """A stored study as an `optuna.Study` (storage as in `tuner run --storage`)."""
-    import optuna
+    from tuner.search import find_study
 
-    from tuner._errors import TunerError
-    from tuner._storage import describe, open_storage
-
-    opened = open_storage(storage)
-    names = [s.study_name for s in opened.get_all_studies()]
-    if study not in names:
-        raise TunerError(f"no study {study!r} in {describe(storage)}; studies: "
-                         f"{', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study, storage=opened)
+    return find_study(storage, study)
 
 
 def trials(study: str, storage: str | None = None) -> pd.DataFrame:
@@ -102,14 +97,15 @@ def trials(study: str, storage: str | None = None) -> pd.DataFrame:
 
 def runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The MLflow runs of an experiment (parent and trial runs), one row each."""
-    from tuner._tracking import runs_frame
+    from tuner.tracking import runs_frame
 
-    return runs_frame(tracking_uri, experiment)
+    frame: pd.DataFrame = runs_frame(tracking_uri, experiment)
+    return frame
 
 
 def pareto_front(study: str, storage: str | None = None) -> list[FrontMember]:
     """A multi-objective study's Pareto front, best first on the first objective."""
-    from tuner._multi import pareto_front as front
+    from tuner.search import pareto_front as front
 
     return front(open_study(study, storage))
 
@@ -118,7 +114,7 @@ def pick(study: str, storage: str | None = None, *, index: int | None = None,
          where: str | None = None) -> FrontMember:
     """A front member by index, or the best on the first objective meeting `where`
     (e.g. ``"params<50000"``)."""
-    from tuner._multi import pick as choose
+    from tuner.search import pick as choose
 
     return choose(open_study(study, storage), index, where)
 
@@ -127,7 +123,7 @@ def evaluate(study: str, storage: str | None = None,
              options: FinalOptions | None = None) -> FinalResult:
     """Retrain the best trial (or the picked front member) on train + validation and test it
     (`tuner evaluate`)."""
-    from tuner._final import FinalOptions, evaluate_study
+    from tuner.execution import FinalOptions, evaluate_study
 
     return evaluate_study(study, storage, options or FinalOptions())
 
@@ -135,13 +131,6 @@ def evaluate(study: str, storage: str | None = None,
 def export(study: str, output: str | Path, storage: str | None = None,
            force: bool = False) -> Path:
     """Write the best configuration as a space file (`tuner export`)."""
-    from tuner._export import export_study
+    from tuner.analysis import export_study
 
     return export_study(study, storage, Path(output), force=force)
-
-
-def _no_trainer() -> NoReturn:
-    from tuner._errors import TunerError
-
-    raise TunerError("a `model: custom` space needs a trainer: pass objective=... to "
-                     "tuner.run_study, or set `trainer: module:function` in the space")

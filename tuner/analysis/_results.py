@@ -1,0 +1,102 @@
+"""A comparison's results as tables: one tidy row per trial, per-study reach of the target,
+and the per-strategy summary (means and spreads over repeats)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.search import TRIAL_PARAMS, uncounted
+from tuner.space import is_better
+
+if TYPE_CHECKING:
+    from tuner.analysis._comparison import StudyPlan
+
+
+def trials_frame(comparison: str, plan: StudyPlan, trials: list[FrozenTrial], direction: str,
+                 run_tags: Mapping[int, Mapping[str, str]]) -> pd.DataFrame:
+    """One row per counted trial (re-queued interruptions and queued ones are left out)."""
+    rows: list[dict[str, Any]] = []
+    best = math.nan
+    elapsed = 0.0
+    for t in sorted(trials, key=lambda t: t.number):
+        if not t.state.is_finished() or uncounted(t):
+            continue
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else 0.0
+        elapsed += duration
+        if t.state == TrialState.COMPLETE and t.value is not None and is_better(
+                direction, t.value, None if math.isnan(best) else best):
+            best = t.value
+        epochs = run_tags.get(t.number, {}).get("epochs")
+        row = {"comparison": comparison, "strategy": plan.strategy, "repeat": plan.repeat,
+               "study": plan.name, "study_seed": plan.seed, "trial": len(rows) + 1,
+               "number": t.number, "state": t.state.name, "value": t.value, "best_so_far": best,
+               "duration_s": round(duration, 4), "elapsed_s": round(elapsed, 4),
+               "epochs": int(epochs) if epochs else len(t.intermediate_values) or math.nan,
+               "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+        row.update({f"param_{k}": v for k, v in t.user_attrs.get(TRIAL_PARAMS, t.params).items()})
+        rows.append(row)
+    # A study interrupted in its first trial has none; its columns still exist.
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[
+        "comparison", "strategy", "repeat", "study", "study_seed", "trial", "number", "state",
+        "value", "best_so_far", "duration_s", "elapsed_s", "epochs"])
+
+
+def reach(frame: pd.DataFrame, target: float | None, direction: str) -> tuple[float, float]:
+    """(trials, seconds) until the best so far first reached `target`; NaN if it never did."""
+    if target is None or frame.empty:
+        return math.nan, math.nan
+    hit = frame.best_so_far >= target if direction == "maximize" else frame.best_so_far <= target
+    if not hit.any():
+        return math.nan, math.nan
+    first = frame[hit].iloc[0]
+    return float(first.trial), float(first.elapsed_s)
+
+
+def summarise(studies: pd.DataFrame, strategies: list[str], test_key: str) -> dict[str, dict[str, Any]]:
+    """Per strategy: means and spreads over its repeats."""
+    out: dict[str, dict[str, Any]] = {}
+    for strategy in strategies:
+        rows = studies[studies.strategy == strategy] if len(studies) else studies
+        if rows.empty:
+            continue
+        reached = rows.trials_to_target.notna()
+        out[strategy] = clean({
+            "repeats": len(rows), "trials": float(rows.trials.mean()),
+            "best_mean": rows.best_value.mean(), "best_std": rows.best_value.std(),
+            "test_mean": rows[test_key].mean(), "test_std": rows[test_key].std(),
+            "reached": int(reached.sum()),
+            "trials_to_target": rows.trials_to_target[reached].mean(),
+            "time_to_target_s": rows.time_to_target_s[reached].mean(),
+            "epochs": rows.epochs.sum(), "pruned_share": rows.pruned.sum() / max(rows.trials.sum(), 1),
+            "wall_s": rows.wall_s.mean(),
+        })
+    return out
+
+
+def comparison_metrics(summary: Mapping[str, Mapping[str, Any]],
+                       target: float | None) -> dict[str, float]:
+    metrics = {} if target is None else {"target": target}
+    for strategy, values in summary.items():
+        metrics.update({f"{strategy}/{k}": float(v) for k, v in values.items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)})
+    return metrics
+
+
+def clean(value: Any) -> Any:
+    """NaN -> None and numpy scalars -> Python ones, so JSON and MLflow accept the values."""
+    if isinstance(value, Mapping):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -1,0 +1,245 @@
+"""Optuna's views of a study (history, importances, ...) as PNG files and one interactive page.
+
+PNGs come from Optuna's matplotlib backend; the interactive page holds every plotly figure with
+plotly.js embedded once, so it opens offline and inside the MLflow UI's artifact viewer (which
+shows HTML in a sandboxed frame that cannot load a script from a relative path). One page per
+study rather than one per view keeps a 30-study comparison from storing plotly.js 180 times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.analysis._plots import front_png
+from tuner.errors import TunerError
+from tuner.search import ATTR_SPACE_TEXT, front_table, objectives_of, pareto_front
+from tuner.space import parse_space
+
+VIEWS = ("optimization_history", "param_importances", "parallel_coordinate", "slice", "contour",
+         "intermediate_values")
+PAGE = "views.html"
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+class _Cached(BaseImportanceEvaluator):
+    """fANOVA fits a forest; compute once and hand the result to both plotting backends."""
+
+    def __init__(self, importances: dict[str, float]):
+        self.importances = importances
+
+    def evaluate(self, study: optuna.Study, params: list[str] | None = None, *,
+                 target: Callable[[FrozenTrial], float] | None = None) -> dict[str, float]:
+        return dict(self.importances)
+
+
+def study_views(study: optuna.Study) -> dict[str, str | bytes]:
+    """File name -> content: `NAME.png` per view that applies, and `views.html` with all of them.
+
+    A view that does not apply (one trial, no intermediate values, fewer than two parameters)
+    or fails is left out and named in `skipped.txt`; a study never fails because of its plots.
+    """
+    import optuna.visualization as plotly_views
+    import optuna.visualization.matplotlib as mpl_views
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not trials:
+        return {"skipped.txt": "no complete trial: nothing to plot\n"}
+    _headless_matplotlib()
+    target = _objective_name(study)
+    importances = _importances(study) if len(trials) >= 2 else {}
+    evaluator = _Cached(importances)
+    top = list(importances)[:2]
+    plans: dict[str, tuple[str, Callable[[Any], Any]] | str] = {}
+    plans["optimization_history"] = ("Optimization history: each trial's value and the best so "
+                                     "far", lambda m: m.plot_optimization_history(
+                                         study, target_name=target))
+    plans["param_importances"] = (
+        ("Parameter importances (fANOVA on the complete trials)",
+         lambda m: m.plot_param_importances(study, evaluator=evaluator, target_name=target))
+        if importances else "needs two complete trials and a searched parameter")
+    plans["parallel_coordinate"] = ("Parallel coordinates: each line is a trial",
+                                    lambda m: m.plot_parallel_coordinate(
+                                        study, target_name=target))
+    plans["slice"] = ("Slice: the objective against each parameter",
+                      lambda m: m.plot_slice(study, target_name=target))
+    plans["contour"] = (
+        (f"Contour of the two most important parameters ({top[0]}, {top[1]})",
+         lambda m: m.plot_contour(study, params=top, target_name=target))
+        if len(top) == 2 else "needs two parameters with an importance")
+    reported = [t for t in study.get_trials(deepcopy=False)
+                if t.intermediate_values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    plans["intermediate_values"] = (
+        ("Intermediate values: the objective per epoch of every trial; pruned trials in red, "
+         "ending where they were stopped", lambda m: _curves(m, reported, target))
+        if reported else "no intermediate values: the study ran without a pruner")
+
+    searched = len({name for t in trials for name in t.params})  # parallel coordinates' axes
+    files: dict[str, str | bytes] = {}
+    sections: list[tuple[str, Any]] = []
+    skipped: list[str] = []
+    with _quiet():
+        for name, plan in plans.items():
+            if isinstance(plan, str):
+                skipped.append(f"{name}: {plan}")
+                continue
+            title, draw = plan
+            try:
+                files[f"{name}.png"] = _png(draw(mpl_views), width=(
+                    max(8.0, 0.8 * (searched + 1)) if name == "parallel_coordinate" else 8.0))
+                sections.append((title, draw(plotly_views)))
+            except Exception as exc:  # a plot is a by-product; report it and go on
+                files.pop(f"{name}.png", None)
+                skipped.append(f"{name}: {type(exc).__name__}: {exc}")
+    files[PAGE] = page(f"study {study.study_name}", sections)
+    if skipped:
+        files["skipped.txt"] = "\n".join(skipped) + "\n"
+    return files
+
+
+def write_study_views(study: optuna.Study, folder: Path) -> list[Path]:
+    """`tuner report`: the same files that a study's parent run gets under `views/`."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise TunerError(f"study {study.study_name!r} has no complete trial yet: nothing to plot")
+    files = front_views(study) if len(study.directions) > 1 else study_views(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def front_views(study: optuna.Study) -> dict[str, str | bytes]:
+    """A multi-objective study's views: front.csv, pareto.html (plotly, interactive) and
+    pareto.png, on the first two objectives."""
+    rows = front_table(study)
+    names = [k for k, _ in objectives_of(study)]
+    frame = pd.DataFrame([{**r, "config": json.dumps(r["config"], default=str)} for r in rows])
+    files: dict[str, str | bytes] = {"front.csv": frame.to_csv(index=False)}
+    with _quiet():
+        figure = optuna.visualization.plot_pareto_front(study, target_names=names)
+    files["pareto.html"] = page(f"Pareto front of {study.study_name}", [("Pareto front", figure)])
+    files["pareto.png"] = front_png(study, names, {m.number for m in pareto_front(study)})
+    return files
+
+
+def page(title: str, sections: list[tuple[str, Any]]) -> str:
+    """One self-contained HTML page of plotly figures (plotly.js inlined once)."""
+    from plotly.offline import get_plotlyjs
+
+    parts = [f"<h2>{html.escape(heading)}</h2>"
+             + figure.to_html(full_html=False, include_plotlyjs=False) for heading, figure in sections]
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><script>{get_plotlyjs()}</script></head>"
+            f"<body style='font-family:sans-serif'><h1>{html.escape(title)}</h1>"
+            + "".join(parts) + "</body></html>")
+
+
+def png(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _png(axes: Any, width: float = 8.0) -> bytes:
+    figure = np.ravel(axes)[0].figure  # Optuna returns an Axes or an array of them
+    if figure.get_figwidth() < width:
+        figure.set_size_inches(width, max(figure.get_figheight(), 5))
+    return png(figure)
+
+
+def _curves(backend: Any, trials: list[FrozenTrial], target: str) -> Any:
+    """Learning curves coloured by outcome (Optuna's own plot colours each trial apart, which
+    hides the pruned ones among dozens of lines)."""
+    styles = {TrialState.COMPLETE: ("complete", COLORS[0]), TrialState.PRUNED: ("pruned", COLORS[3])}
+    if backend.__name__.endswith("matplotlib"):
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(8, 5))
+        for t in trials:
+            label, color = styles[t.state]
+            steps = sorted(t.intermediate_values)
+            axes.plot(steps, [t.intermediate_values[s] for s in steps], color=color, alpha=0.6,
+                      marker="x" if t.state == TrialState.PRUNED else None, markevery=[-1],
+                      label=label)
+        handles = {str(h.get_label()): h for h in axes.get_legend_handles_labels()[0]}
+        axes.legend(list(handles.values()), list(handles.keys()))
+        axes.set(title="Intermediate values", xlabel="epoch", ylabel=target)
+        return axes
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    shown: set[str] = set()
+    for t in trials:
+        label, color = styles[t.state]
+        steps = sorted(t.intermediate_values)
+        figure.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps],
+                                    mode="lines+markers", name=label, legendgroup=label,
+                                    showlegend=label not in shown, line={"color": color},
+                                    opacity=0.6, hovertext=f"trial {t.number} ({label})"))
+        shown.add(label)
+    figure.update_layout(xaxis_title="epoch", yaxis_title=target, height=450)
+    return figure
+
+
+def _importances(study: optuna.Study) -> dict[str, float]:
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError):  # e.g. every searched parameter took one value
+        return {}
+
+
+def _objective_name(study: optuna.Study) -> str:
+    text = study.user_attrs.get(ATTR_SPACE_TEXT)
+    if text is None:
+        return "Objective Value"
+    try:
+        return parse_space(text).objective.key
+    except TunerError:
+        return "Objective Value"
+
+
+def _headless_matplotlib() -> None:
+    # Without a display an interactive backend would fail; a notebook keeps its own backend.
+    if "matplotlib.pyplot" not in sys.modules:
+        import matplotlib
+
+        matplotlib.use("Agg")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    import matplotlib
+
+    # Optuna's matplotlib views switch the global style; the caller's (a notebook's) comes back.
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore")
+        optuna_level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(optuna_level)

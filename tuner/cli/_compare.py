@@ -1,0 +1,216 @@
+"""Subcommands `compare`, `report` and `ui`: comparing strategies and looking at the results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from tuner.cli._study import report_outcome
+from tuner.errors import TunerError
+from tuner.space import PRUNERS, load_space
+
+if TYPE_CHECKING:
+    from tuner.analysis import Comparison, GridPlan, StudyPlan
+
+_out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+_err = Console(file=sys.stderr, highlight=False)
+
+
+def register(sub: Any) -> None:
+    compare = sub.add_parser(
+        "compare", help="run every strategy with the same budget, repeated; summarise",
+        description="One study per (strategy, repeat), all with the same trial budget, data "
+        "split, pruner and epochs; re-running the same command resumes the comparison.")
+    compare.add_argument("space", help="search-space YAML file")
+    compare.add_argument("--strategies", default="grid,random,tpe,gp",
+                         help="comma-separated (default: grid,random,tpe,gp)")
+    compare.add_argument("--trials", type=int, help="trials per study (default: the space's)")
+    compare.add_argument("--repeats", type=int, default=3, help="studies per strategy, each "
+                         "with its own seed (default: 3)")
+    compare.add_argument("--seed", type=int, help="seed from which each repeat's seed is derived "
+                         "(default: the space's study.seed)")
+    compare.add_argument("--pruner", choices=PRUNERS, help="default: the space's study.pruner")
+    compare.add_argument("--target", type=float, help="objective value to reach (default: the "
+                         "best value any study reached, 0.5%% worse)")
+    compare.add_argument("--name", help="comparison name; studies are NAME-STRATEGY-rREPEAT "
+                         "(default: SPACE-compare)")
+    compare.add_argument("--out", help="report folder (default: reports/NAME)")
+    compare.add_argument("--storage", help="Optuna storage (default: tuner.journal)")
+    compare.add_argument("--experiment", help="MLflow experiment (default: the comparison name)")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                         "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    compare.add_argument("--no-model", action="store_true", help="do not log best models")
+    compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study "
+                         "(they take 3-8 s per study)")
+    compare.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    compare.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    compare.add_argument("--quiet", action="store_true", help="no live progress")
+    compare.set_defaults(handler=cmd_compare)
+
+    report = sub.add_parser("report", help="write Optuna's views of a stored study to a folder")
+    report.add_argument("study")
+    report.add_argument("--storage", help="Optuna storage (default: tuner.journal)")
+    report.add_argument("--out", help="folder (default: reports/STUDY)")
+    report.set_defaults(handler=cmd_report)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
+    ui.add_argument("--port", type=int, default=5000, help="default: 5000")
+    ui.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db, "
+                    "as for `tuner run`")
+    ui.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the server "
+                    "to answer (default: 120)")
+    ui.set_defaults(handler=cmd_ui)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    space = load_space(args.space)  # before the heavy imports: a bad file fails in a second
+    from tuner.execution import CompareOptions, run_comparison
+
+    options = CompareOptions(
+        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        trials=args.trials, repeats=args.repeats, seed=args.seed, pruner=args.pruner,
+        name=args.name, experiment=args.experiment, storage=args.storage,
+        tracking_uri=args.tracking_uri, target=args.target, out=args.out, threads=args.threads,
+        log_model=not args.no_model, views=not args.no_views)
+    import optuna
+
+    # GPSampler warns once per conditional parameter per trial (it samples those at random),
+    # which would bury the live view; the README says so once.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    view = LiveView(space.objective.direction, enabled=not (args.quiet or args.json))
+    try:
+        comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
+    finally:
+        view.end()
+    return report_outcome(comparison, args.json, _print_comparison)
+
+
+class LiveView:
+    """One line per strategy on stderr: trials done over all its repeats, the repeat running,
+    the best value so far, pruned trials."""
+
+    def __init__(self, direction: str, enabled: bool):
+        self.direction = direction
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("{task.fields[mark]} [bold]{task.description:<7}"),
+                                 BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[repeat]}"),
+                                 TextColumn("best {task.fields[best]}"),
+                                 TextColumn("pruned {task.fields[pruned]}"),
+                                 console=_err, disable=not enabled)
+        self.tasks: dict[str, Any] = {}
+        self.done: dict[tuple[str, int], int] = {}
+        self.best: dict[str, float] = {}
+        self.pruned: dict[str, int] = {}
+        self.repeats = 0
+
+    def begin(self, name: str, plans: list[StudyPlan], grid: GridPlan | None, run_id: str) -> None:
+        if not self.enabled:
+            return
+        strategies = list(dict.fromkeys(p.strategy for p in plans))
+        self.repeats = max(p.repeat for p in plans) + 1
+        first = plans[0]
+        _err.print(f"comparison {name}: {', '.join(strategies)} x "
+                   f"{self.repeats} repeats x {first.trials} trials; MLflow comparison run "
+                   f"{run_id}")
+        if grid is not None:
+            _err.print(grid.describe())
+        for strategy in strategies:
+            total = sum(p.trials for p in plans if p.strategy == strategy)
+            self.tasks[strategy] = self.progress.add_task(
+                strategy, total=total, mark=" ", repeat="", best="-", pruned=0)
+        self.progress.start()
+
+    def study_started(self, plan: StudyPlan, done: int, skipped: bool, best: float | None,
+                      pruned: int) -> None:
+        self.done[(plan.strategy, plan.repeat)] = done
+        self.pruned[plan.strategy] = self.pruned.get(plan.strategy, 0) + pruned
+        if best is not None:
+            self._better(plan.strategy, best)
+        if not self.enabled:
+            return
+        for strategy, task in self.tasks.items():
+            self.progress.update(task, mark="▶" if strategy == plan.strategy else " ")
+        note = " (finished: skipped)" if skipped else (" (resumed)" if done else "")
+        self._refresh(plan, repeat=f"repeat {plan.repeat + 1}/{self.repeats}{note}")
+
+    def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None:
+        key = (plan.strategy, plan.repeat)
+        if state != "INTERRUPTED":
+            self.done[key] = self.done.get(key, 0) + 1
+        if state == "PRUNED":
+            self.pruned[plan.strategy] = self.pruned.get(plan.strategy, 0) + 1
+        if value is not None and state == "COMPLETE":
+            self._better(plan.strategy, value)
+        self._refresh(plan)
+
+    def _better(self, strategy: str, value: float) -> None:
+        best = self.best.get(strategy)
+        if best is None or (value > best if self.direction == "maximize" else value < best):
+            self.best[strategy] = value
+
+    def _refresh(self, plan: StudyPlan, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        done = sum(n for (s, _), n in self.done.items() if s == plan.strategy)
+        best = self.best.get(plan.strategy)
+        self.progress.update(self.tasks[plan.strategy], completed=done,
+                             best="-" if best is None else f"{best:.4g}",
+                             pruned=self.pruned.get(plan.strategy, 0), **fields)
+
+    def end(self) -> None:
+        if self.enabled and self.tasks:
+            for task in self.tasks.values():
+                self.progress.update(task, mark=" ")
+            self.progress.stop()
+
+
+def _print_comparison(comparison: Comparison) -> None:
+    from tuner.analysis import SUMMARY_HEADERS, summary_rows
+
+    target = "-" if comparison.target is None else f"{comparison.target:.4g}"
+    table = Table(title=f"comparison {comparison.name}: {comparison.objective} "
+                  f"({comparison.direction}), target {target}")
+    for header in SUMMARY_HEADERS:
+        table.add_column(header, justify="left" if header == "strategy" else "right")
+    for row in summary_rows(comparison):
+        table.add_row(*row)
+    _out.print(table)
+    _out.print(f"test: {comparison.test_metric} of each study's best trial (held-out split); "
+               "time: sum of trial durations; mean over the repeats that reached the target")
+    if comparison.grid is not None:
+        _out.print(comparison.grid.describe())
+    _out.print(f"report: {comparison.out / 'report.md'} (summary.csv, studies.csv, trials.csv, "
+               "curves)")
+    _out.print(f"MLflow: experiment {comparison.experiment_id}, comparison run "
+               f"{comparison.run_id} (`tuner ui` to browse)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tuner.analysis import write_study_views
+    from tuner.search import find_study
+
+    study = find_study(args.storage, args.study)
+    folder = Path(args.out or Path("reports") / args.study)
+    if folder.exists() and not folder.is_dir():
+        raise TunerError(f"--out {str(folder)!r} exists and is not a folder")
+    written = write_study_views(study, folder)
+    _out.print(f"study {args.study}: {len(written)} files in {folder}: "
+               f"{', '.join(p.name for p in written)}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from tuner.cli._ui import check_port, serve
+
+    check_port(args.port)  # before importing mlflow: a busy port fails at once
+    from tuner.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    return serve(uri, args.port, args.wait, lambda line: print(line, flush=True))

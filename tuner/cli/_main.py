@@ -1,0 +1,84 @@
+"""The `tuner` command: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from tuner.errors import OptionError, TunerError, first_line
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's usage errors are bad input too
+        self.print_usage(sys.stderr)
+        print(f"tuner: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+# Each module adds its subcommands with `register(subparsers)` and imports heavy libraries
+# (torch, mlflow) only inside its handlers, so `tuner --help` and `tuner validate` stay fast.
+COMMAND_MODULES = ("tuner.cli._study", "tuner.cli._worker", "tuner.cli._compare",
+                   "tuner.cli._final")
+# An option's flag where it is not `--` + the option's name with dashes.
+_FLAGS = {"study_name": "--study", "enqueue_file": "--enqueue", "log_model": "--no-model",
+          "tracking": "--no-tracking", "study": "--study"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tuner", description="Hyperparameter tuning for PyTorch MLPs.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return _dispatch(args)
+    except OptionError as exc:
+        flag = _FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+        print(f"tuner: error: {exc.as_flag(flag)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TunerError as exc:
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("tuner: aborted; the study can be resumed with the same command", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"tuner: failed: {type(exc).__name__}: {first_line(exc)} (--debug shows the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,75 @@
+"""`tuner worker` (join an existing study from any host) and the scale-out flags of `tuner run`.
+
+Heavy libraries load inside the handler only, so `tuner --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_scaling_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `tuner run` and `tuner worker`."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes on this machine (default 1); with --dask: the "
+                        "most trials at a time")
+    parser.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="a running trial silent this long (its worker died) is failed and "
+                        "retried once with the same parameters (default 60)")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    add_scaling_flags(parser)
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help="run the trials as tasks on a Dask cluster (tcp://scheduler:8786)")
+    parser.add_argument("--allow-space-change", action="store_true",
+                        help="resume a study although its space changed (recorded in the study)")
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields that the flags above set (checked by RunOptions itself)."""
+    return {"workers": args.workers, "dask": args.dask,
+            "allow_space_change": args.allow_space_change,
+            "heartbeat_timeout": args.heartbeat_timeout}
+
+
+def register(sub: Any) -> None:
+    worker = sub.add_parser(
+        "worker", help="join an existing study (its space is stored with it) and run its trials")
+    worker.add_argument("--storage", required=True,
+                        help="the study's storage: postgresql://, redis://, or a shared journal")
+    worker.add_argument("--study", required=True, help="the study's name")
+    worker.add_argument("--trials", type=int, help="budget (default: the latest `tuner run`'s)")
+    worker.add_argument("--threads", type=int, help="torch threads per worker (default: the "
+                        "cores divided by --workers)")
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI of the study (default: "
+                        "MLFLOW_TRACKING_URI)")
+    worker.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    worker.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    worker.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scaling_flags(worker)
+    worker.set_defaults(handler=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tuner.execution import WorkerOptions, join_study
+
+    result = join_study(WorkerOptions(
+        storage=args.storage, study=args.study, trials=args.trials, workers=args.workers,
+        threads=args.threads, tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
+        heartbeat_timeout=args.heartbeat_timeout, progress=not (args.quiet or args.json)))
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print(f"study {result.study}: {result.n_complete} complete, {result.n_pruned} pruned, "
+              f"{result.n_failed} failed; best {result.best_value} (trial {result.best_trial}); "
+              f"{result.wall_s:.1f} s")
+        for note in result.notes:
+            print(f"note: {note}")
+    if result.interrupted:
+        print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0

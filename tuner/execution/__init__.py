@@ -1,0 +1,54 @@
+"""Running studies: options checked at the edge, the session of one process on one study, the one
+run loop every mode shares (one process, local workers, Dask tasks, `tuner worker`; one objective
+or several), finishing a study, comparisons of strategies, and final models.
+
+Names load on first use (`RunOptions` without torch or MLflow), so the CLI checks its flags
+before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuner.execution._compare import (
+        CompareOptions,
+        Listener,
+        plan_grid,
+        repeat_seed,
+        run_comparison,
+    )
+    from tuner.execution._final import FinalOptions, FinalResult, evaluate_study, train_space
+    from tuner.execution._join import join_study
+    from tuner.execution._loop import TrialSource, stop_on_signals, work
+    from tuner.execution._options import RunOptions, StudyResult, WorkerOptions
+    from tuner.execution._progress import StudyProgress
+    from tuner.execution._run import run_study
+    from tuner.execution._session import Session
+    from tuner.execution._trial import TrialOutcome
+    from tuner.execution._workers import threads_per_worker
+
+_WHERE = {
+    "CompareOptions": "_compare", "Listener": "_compare", "plan_grid": "_compare",
+    "repeat_seed": "_compare", "run_comparison": "_compare",
+    "FinalOptions": "_final", "FinalResult": "_final", "evaluate_study": "_final",
+    "train_space": "_final", "join_study": "_join", "TrialSource": "_loop",
+    "stop_on_signals": "_loop", "work": "_loop", "RunOptions": "_options",
+    "StudyResult": "_options", "WorkerOptions": "_options", "StudyProgress": "_progress",
+    "run_study": "_run", "Session": "_session", "TrialOutcome": "_trial",
+    "threads_per_worker": "_workers",
+}
+
+__all__ = [
+    "CompareOptions", "FinalOptions", "FinalResult", "Listener", "RunOptions", "Session",
+    "StudyProgress", "StudyResult", "TrialOutcome", "TrialSource", "WorkerOptions",
+    "evaluate_study", "join_study", "plan_grid", "repeat_seed", "run_comparison", "run_study",
+    "stop_on_signals", "threads_per_worker", "train_space", "work",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"tuner.execution.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'tuner.execution' has no attribute {name!r}")

@@ -1,0 +1,260 @@
+"""`tuner compare`: every strategy gets the same budget, data split, pruner and epochs, repeated
+with different seeds; the studies live under one MLflow comparison run, and the results become a
+summary table, tidy CSVs, best-so-far curves and a short report.
+
+Fair budget for grid: the space's own grid (its `grid_points`) when it has at least `trials`
+points, else the coarsest finer grid that does; a grid larger than the budget is sampled: each
+repeat runs a seeded random `trials` of its points. So every strategy runs exactly `trials`
+trials, unless the grid cannot grow (every numeric parameter has explicit `grid:` values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from tuner.analysis import (
+    Comparison,
+    GridPlan,
+    StudyPlan,
+    build_comparison,
+    clean,
+    comparison_files,
+    comparison_metrics,
+)
+from tuner.data import Dataset, load_dataset
+from tuner.errors import OptionError, TunerError
+from tuner.execution._options import RunOptions, check_at_least, check_choice, check_name
+from tuner.execution._run import run_study
+from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, counted_trials, describe, open_storage
+from tuner.space import PRUNERS, STRATEGIES, FloatParam, IntParam, Space, TrialConfig
+from tuner.tracking import (
+    Tracker,
+    check_comparison,
+    log_study_outcome,
+    run_status,
+    start_comparison,
+)
+from tuner.training import fit
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp")
+    trials: int | None = None  # per study; default: the space's study.trials
+    repeats: int = 3
+    seed: int | None = None  # default: the space's study.seed
+    pruner: str | None = None
+    name: str | None = None  # default: SPACE-compare
+    experiment: str | None = None  # default: the comparison's name
+    storage: str | None = None
+    tracking_uri: str | None = None
+    target: float | None = None
+    out: str | None = None  # default: reports/NAME
+    threads: int | None = None
+    log_model: bool = True
+    views: bool = True  # Optuna's plots per study: 3-8 s each
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise OptionError("strategies", "needs at least one strategy")
+        for strategy in self.strategies:
+            check_choice("strategies", strategy, STRATEGIES, "strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise OptionError("strategies", f"lists a strategy twice: {','.join(self.strategies)}")
+        check_choice("pruner", self.pruner, PRUNERS)
+        for name in ("trials", "repeats", "threads"):
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("seed", self.seed, 0)
+        if self.target is not None and (isinstance(self.target, bool) or not isinstance(
+                self.target, int | float) or not math.isfinite(self.target)):
+            raise OptionError("target", f"must be a finite number, got {self.target!r}")
+        check_name("name", self.name)
+
+
+class Listener(Protocol):
+    """What a live view hears while a comparison runs."""
+
+    def study_started(self, plan: StudyPlan, done: int, skipped: bool, best: float | None,
+                      pruned: int) -> None: ...
+
+    def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None: ...
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The study seed of one repeat: every strategy of a repeat shares it (and so the trial
+    seeds of its first trials), repeats differ."""
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0] % 2**31)
+
+
+def plan_grid(space: Space, budget: int) -> tuple[GridPlan, Space]:
+    """The grid resolution for `budget` trials, and the space with that resolution."""
+    own = space.params.grid_points
+    size = space.params.grid_size()
+    points = own
+    free = any(isinstance(p, FloatParam | IntParam) and p.grid is None and p.grid_points is None
+               for p in space.params)
+    while free and size < budget and points < own + 50:
+        points += 1
+        size = dataclasses.replace(space.params, grid_points=points).grid_size()
+    plan = GridPlan(points, size, min(size, budget), own)
+    if points == own:
+        return plan, space
+    canonical = json.loads(space.canonical)
+    canonical.setdefault("study", {})["grid_points"] = points  # the study records its real grid
+    return plan, dataclasses.replace(
+        space, params=dataclasses.replace(space.params, grid_points=points),
+        canonical=json.dumps(canonical, sort_keys=True, default=str))
+
+
+def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]:
+    """What depends on the space fails here, before anything is written. Returns (name, trials,
+    seed)."""
+    if space.multi:  # time-to-target needs one value per trial
+        raise TunerError(f"{space.file} has {len(space.objectives)} objectives; `tuner compare` "
+                         "compares single-objective studies (run each strategy with `tuner "
+                         "run --strategy`, then `tuner best` lists each front)")
+    trials = space.study.trials if options.trials is None else options.trials
+    name = options.name or f"{space.name}-compare"
+    check_name("name", name)
+    out = Path(options.out or Path("reports") / name)
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", f"{str(out)!r} exists and is not a folder")
+    seed = space.study.seed if options.seed is None else options.seed
+    return name, trials, seed
+
+
+def run_comparison(space: Space, options: CompareOptions,
+                   listener: Listener | None = None,
+                   on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str], None] | None = None,
+                   ) -> Comparison:
+    """Run (or resume) every (strategy, repeat) study, then summarise and write the report."""
+    name, trials, seed = check_options(space, options)
+    data = load_dataset(space.data)  # bad data fails before any study or run exists
+    grid, grid_space = plan_grid(space, trials) if "grid" in options.strategies else (None, space)
+    plans = [StudyPlan(s, r, repeat_seed(seed, r), f"{name}-{s}-r{r}",
+                       grid.trials if s == "grid" and grid else trials)
+             for r in range(options.repeats) for s in options.strategies]
+    pruner = options.pruner or space.study.pruner.name
+    params = {"space": space.name, "space_hash": space.hash, "trials": trials, "seed": seed,
+              "pruner": pruner, "max_epochs": space.training.max_epochs,
+              "objective": space.objective.key, "data": space.data.source}
+    experiment = options.experiment or name
+    check_comparison(options.tracking_uri, experiment, name, params)
+    storage = open_storage(options.storage)
+    tracker = Tracker(options.tracking_uri, experiment)
+    # Tags, unlike params, may change when the comparison is resumed or extended.
+    tags = {"strategies": ",".join(options.strategies), "repeats": str(options.repeats),
+            "direction": space.objective.direction, "storage": describe(options.storage)}
+    if grid is not None:
+        tags["grid"] = grid.describe()
+    with tracker:
+        run_id = start_comparison(tracker, name, tags, params)
+        if on_plan is not None:
+            on_plan(name, plans, grid, run_id)
+        _warm_up(data, options.threads)
+        return _run_plans(space, grid_space, options, name, experiment, run_id, grid, plans,
+                          params, tags, storage, tracker, listener)
+
+
+def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: str,
+               experiment: str, run_id: str, grid: GridPlan | None, plans: list[StudyPlan],
+               params: dict[str, Any], tags: dict[str, str], storage: Any, tracker: Tracker,
+               listener: Listener | None) -> Comparison:
+    interrupted = False
+    try:
+        for plan in plans:
+            finished, done, best, pruned = _progress_of(
+                storage, plan, tracker.experiment_id, lambda run: run_status(tracker, run))
+            if listener is not None:
+                listener.study_started(plan, done, finished, best, pruned)
+            if finished:
+                continue
+            on_trial = None if listener is None else (
+                lambda outcome, plan=plan: listener.trial_done(plan, outcome.state, outcome.value))
+            extra = [("repeat", str(plan.repeat)), ("comparison", name)]
+            if plan.strategy == "grid" and grid is not None:
+                extra.append(("grid_points", str(grid.grid_points)))
+            result = run_study(grid_space if plan.strategy == "grid" else space, RunOptions(
+                strategy=plan.strategy, trials=plan.trials, seed=plan.seed, pruner=options.pruner,
+                storage=options.storage, study_name=plan.name, experiment=experiment,
+                tracking_uri=options.tracking_uri, log_model=options.log_model,
+                threads=options.threads, progress=False, views=options.views, parent_run_id=run_id,
+                extra_tags=tuple(extra), on_trial=on_trial))
+            if result.interrupted:
+                interrupted = True
+                break
+        settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
+                    "storage": tags["storage"]}
+        comparison = build_comparison(
+            space, name, run_id, grid, plans, storage, tracker, settings,
+            list(options.strategies), options.target,
+            Path(options.out or Path("reports") / name), interrupted)
+        _record(comparison, tracker)
+    except BaseException:
+        tracker.end_run(run_id, "KILLED")
+        raise
+    tracker.end_run(run_id, "KILLED" if interrupted else "FINISHED")
+    return comparison
+
+
+def _warm_up(data: Dataset, threads: int | None) -> None:
+    """Pay the process's one-time costs (torch loads parts of itself on the first optimizer
+    step: 2-3 s) before any study, so they do not count against the first strategy's time."""
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
+        max_epochs=1, early_stopping=None, seed=0)
+
+
+def _progress_of(storage: Any, plan: StudyPlan, experiment_id: str,
+                 status: Callable[[str], str | None]) -> tuple[bool, int, float | None, int]:
+    """(finished, counted trials, best value, pruned trials) of a study that may exist already;
+    finished means the budget is spent, nothing is queued or running, and the study's parent
+    run ended FINISHED in this experiment."""
+    summary = next((s for s in storage.get_all_studies() if s.study_name == plan.name), None)
+    if summary is None:
+        return False, 0, None, 0
+    study = optuna.load_study(study_name=plan.name, storage=storage)
+    done = counted_trials(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = study.best_value if complete else None
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    open_trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    attrs = summary.user_attrs
+    run = attrs.get(ATTR_PARENT_RUN)
+    finished = (done >= plan.trials and not open_trials and run is not None
+                and attrs.get(ATTR_EXPERIMENT) == experiment_id and status(run) == "FINISHED")
+    return finished, done, best, pruned
+
+
+def _record(comparison: Comparison, tracker: Tracker) -> None:
+    """Write the report folder and log the same to the comparison run; each study's parent run
+    gets its standing (reach of the target, best so far per trial)."""
+    run_id, trials, studies = comparison.run_id, comparison.trials, comparison.studies
+    files = comparison_files(comparison)
+    out = comparison.out
+    out.mkdir(parents=True, exist_ok=True)
+    for file_name, content in files.items():
+        path = out / file_name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(
+            content, encoding="utf-8")
+    tracker.log_summary(run_id, comparison_metrics(comparison.strategies, comparison.target))
+    tracker.log_artifacts(run_id, files)
+    for row in studies.itertuples():
+        if isinstance(row.parent_run_id, str):
+            curve = trials[trials.study == row.study][["trial", "best_so_far"]].dropna()
+            log_study_outcome(tracker, row.parent_run_id, clean({
+                "trials_to_target": row.trials_to_target, "time_to_target_s": row.time_to_target_s,
+                "epochs_total": row.epochs, "pruned_share": row.pruned_share,
+                "wall_s": row.wall_s}), list(zip(curve.trial, curve.best_so_far, strict=True)))

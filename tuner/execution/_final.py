@@ -1,0 +1,208 @@
+"""The final model: one configuration retrained on train + validation, evaluated once on the
+test split, logged to MLflow with its preprocessing; and configurations exported to YAML.
+
+`tuner evaluate STUDY` takes the study's best trial; `tuner train FILE` takes a space file whose
+parameters are all fixed (what `tuner export STUDY` writes). Both train the same way, so a
+configuration exported from a study and trained again reproduces `evaluate`'s figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuner.analysis import confusion_png, residual_png
+from tuner.data import Dataset, confusion_matrix, final_dataset
+from tuner.errors import OptionError, TunerError
+from tuner.execution._models import data_metrics, log_models
+from tuner.execution._options import check_at_least
+from tuner.search import (
+    ATTR_PARENT_RUN,
+    TRIAL_PARAMS,
+    TRIAL_SEED,
+    best_epoch,
+    best_trial,
+    find_study,
+    front_trial,
+    stored_space,
+)
+from tuner.space import EarlyStopping, FixedParam, Space
+from tuner.tracking import Tracker, register_model, run_experiment
+from tuner.training import criterion, evaluate, predict, train
+
+ROLE = "final"  # the `tuner.role` tag of a final model's MLflow run
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    """How to train a final model; None means "the configuration's own"."""
+
+    epochs: int | None = None  # evaluate: the best trial's best epoch; train: training.max_epochs
+    early_stopping: bool = False  # keep a validation-sized slice apart and stop early on it
+    seed: int | None = None
+    register: str | None = None  # a model registry name
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    tracking: bool = True
+    log_model: bool = True
+    threads: int | None = None
+    # Multi-objective studies: which Pareto-front member (tuner.search.pick); default the first.
+    front_index: int | None = None
+    where: str | None = None  # e.g. "params<50000": the best on the first objective meeting it
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "threads"):
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("seed", self.seed, 0)
+        if self.register is not None and not (self.tracking and self.log_model):
+            raise OptionError("register", "needs the model logged to MLflow (tracking and "
+                              "log_model on: no --no-tracking, --no-model)")
+        if self.front_index is not None and self.where is not None:
+            raise OptionError("where", "pick a front member by front_index or by where, not both")
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    name: str
+    origin: str  # "study S, trial N" or the configuration file
+    task: str
+    params: dict[str, Any]
+    epochs: int
+    seed: int
+    rows: dict[str, int]  # train / early_stopping / test
+    test_metrics: dict[str, float]
+    classes: list[str] = field(default_factory=list)
+    confusion: list[list[int]] | None = None  # rows: true class, columns: predicted
+    residuals: dict[str, float] | None = None
+    mlflow_run_id: str | None = None
+    model_uri: str | None = None  # PyTorch flavour
+    scorer_uri: str | None = None  # pyfunc scoring raw table rows (tables only)
+    registered: str | None = None  # "NAME version N"
+    tracking_uri: str | None = None
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_study(study_name: str, storage: str | None, options: FinalOptions) -> FinalResult:
+    study = find_study(storage, study_name)
+    space = stored_space(study)
+    best = front_trial(study, options.front_index, options.where) if len(study.directions) > 1 \
+        else best_trial(study)
+    params = dict(best.user_attrs.get(TRIAL_PARAMS, best.params))
+    seed = int(best.user_attrs.get(TRIAL_SEED, 0)) if options.seed is None else options.seed
+    epochs = options.epochs or (space.training.max_epochs if options.early_stopping
+                                else best_epoch(best, space))
+    parent = study.user_attrs.get(ATTR_PARENT_RUN)
+    return _train(space, params, seed, epochs, options, f"{study_name}-final",
+                  f"study {study_name}, trial {best.number}",
+                  {"study": study_name, "trial_number": str(best.number)}, parent)
+
+
+def train_space(space: Space, options: FinalOptions) -> FinalResult:
+    """Train the one configuration of a space whose parameters are all fixed."""
+    params: dict[str, Any] = {}
+    for param in space.params:
+        if param.when is not None and not param.when.holds(params):
+            continue
+        if not isinstance(param, FixedParam):
+            raise TunerError(f"{space.file}: params.{param.name} is searched ({param.describe()}); "
+                             "`tuner train` needs one fixed configuration (see `tuner export`)")
+        params[param.name] = param.value
+    seed = space.study.seed if options.seed is None else options.seed
+    early = options.early_stopping or space.training.early_stopping is not None
+    epochs = options.epochs or space.training.max_epochs
+    return _train(space, params, seed, epochs, replace(options, early_stopping=early),
+                  f"{space.name}-train", space.file, {"config": space.file}, None)
+
+
+def _train(space: Space, params: dict[str, Any], seed: int, epochs: int, options: FinalOptions,
+           name: str, origin: str, tags: dict[str, str], parent: str | None) -> FinalResult:
+    started = time.perf_counter()
+    torch.set_num_threads(options.threads or max(1, os.cpu_count() or 1))
+    data = final_dataset(space.data, holdout=options.early_stopping)  # bad data fail here
+    early = None
+    if options.early_stopping:
+        early = space.training.early_stopping or EarlyStopping(
+            space.objective.metric, space.objective.direction)
+    result = train(space, params, data, seed, max_epochs=epochs, early_stopping=early)
+    model = result.model
+    test = evaluate(model, data, data.test, loss_fn=criterion(data, space.training.loss))
+    out = predict(model, data.test.x).numpy()
+    confusion, residuals, figure = None, None, ("", b"")
+    if data.task == "classification":
+        matrix = confusion_matrix(data.test.y.numpy(), out.argmax(axis=1), len(data.classes))
+        confusion = matrix.tolist()
+        if options.tracking:
+            figure = ("confusion_matrix.png",
+                      confusion_png(matrix, data.classes, f"{name}: test confusion matrix"))
+    else:
+        y = data.to_original_units(data.test.y.numpy().astype(np.float64))
+        pred = data.to_original_units(out[:, 0].astype(np.float64))
+        error = y - pred
+        residuals = {"mean": float(error.mean()), "std": float(error.std()),
+                     "max_abs": float(np.abs(error).max())}
+        if options.tracking:
+            figure = ("residuals.png", residual_png(y, pred, f"{name}: test residuals"))
+    final = FinalResult(
+        name=name, origin=origin, task=data.task, params=params,
+        epochs=result.epochs_run if early else epochs, seed=seed,
+        rows={"train": len(data.train), "early_stopping": len(data.val), "test": len(data.test)},
+        test_metrics=test, classes=list(data.classes), confusion=confusion, residuals=residuals)
+    if options.tracking:
+        final = _log(space, data, model, final, options, tags, parent, figure, result.best_epoch)
+    return replace(final, wall_s=round(time.perf_counter() - started, 3))
+
+
+def _log(space: Space, data: Dataset, model: torch.nn.Module, final: FinalResult,
+         options: FinalOptions, tags: dict[str, str], parent: str | None,
+         figure: tuple[str, bytes], best_epoch: int) -> FinalResult:
+    experiment = options.experiment
+    if parent is not None:
+        holder = run_experiment(options.tracking_uri, parent)
+        parent = parent if holder is not None and experiment in (None, holder) else None
+        experiment = experiment or holder
+    with Tracker(options.tracking_uri, experiment or space.name, asynchronous=False) as tracker:
+        return _log_run(tracker, space, data, model, final, options, tags, parent, figure,
+                        best_epoch)
+
+
+def _log_run(tracker: Tracker, space: Space, data: Dataset, model: torch.nn.Module,
+             final: FinalResult, options: FinalOptions, tags: dict[str, str], parent: str | None,
+             figure: tuple[str, bytes], best_epoch: int) -> FinalResult:
+    run_id = tracker.start_run(final.name, {**tags, "tuner.role": ROLE, "seed": str(final.seed),
+                                            "epochs": str(final.epochs),
+                                            "best_epoch": str(best_epoch),
+                                            "early_stopping": str(options.early_stopping).lower(),
+                                            "data": space.data.source},
+                               final.params, parent_run_id=parent)
+    status = "FAILED"
+    try:
+        tracker.log_summary(run_id, {**{f"test_{k}": v for k, v in final.test_metrics.items()},
+                                     **data_metrics(data)})
+        files: dict[str, str | bytes] = {figure[0]: figure[1], "space.yaml": space.text}
+        if final.confusion is not None:
+            header = ",".join(["true\\predicted", *final.classes])
+            lines = [header] + [",".join([c, *map(str, row)])
+                                for c, row in zip(final.classes, final.confusion, strict=True)]
+            files["confusion_matrix.csv"] = "\n".join(lines) + "\n"
+        tracker.log_artifacts(run_id, files)
+        model_uri = scorer_uri = registered = None
+        if options.log_model:
+            model_uri, scorer_uri = log_models(tracker, run_id, model, data)
+            tracker.log_summary(run_id, {}, {"model_uri": model_uri,
+                                             **({"scorer_uri": scorer_uri} if scorer_uri else {})})
+            if options.register:
+                version = register_model(tracker, scorer_uri or model_uri, options.register)
+                registered = f"{options.register} version {version}"
+        status = "FINISHED"
+    finally:
+        tracker.end_run(run_id, status)
+    return replace(final, mlflow_run_id=run_id, model_uri=model_uri, scorer_uri=scorer_uri,
+                   registered=registered, tracking_uri=tracker.experiment_url())

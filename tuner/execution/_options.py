@@ -1,0 +1,157 @@
+"""How to run a study (`RunOptions`, checked once when it is made) and what a run returns
+(`StudyResult`). The CLI builds the same `RunOptions` from its flags, so a bad value gets the same
+one-line error from both: `trials: must be >= 1, got 0` (the CLI says `--trials: ...`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuner.errors import OptionError
+from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S
+from tuner.space import PRUNERS, STRATEGIES
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a study; None means "the space file's default"."""
+
+    strategy: str | None = None
+    trials: int | None = None
+    seed: int | None = None
+    pruner: str | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    tracking: bool = True
+    log_model: bool = True
+    threads: int | None = None
+    progress: bool = True
+    views: bool = True  # Optuna's plots as artifacts of the parent run
+    # A comparison nests each study's parent run under its own run, with extra tags.
+    parent_run_id: str | None = None
+    extra_tags: tuple[tuple[str, str], ...] = ()
+    # Called in this process after each trial is recorded (e.g. a comparison's live view).
+    on_trial: Callable[[Any], None] | None = field(default=None, compare=False)
+    workers: int = 1  # worker processes on this machine (torch threads split between them)
+    dask: str | None = None  # a Dask scheduler address: trials run as tasks on that cluster
+    allow_space_change: bool = False  # resume a study whose space changed (recorded with it)
+    heartbeat_timeout: float = DEFAULT_TIMEOUT_S  # a silent RUNNING trial is failed, retried once
+    storage_retry_s: float = RETRY_S  # how long an unreachable storage is waited for
+    enqueue_file: str | None = None  # known points (YAML list or exported config), run first
+    warm_start: str | None = None  # copy the fitting trials of this study into a new one
+    patience: int | None = None  # stop after this many trials without a better best value
+    timeout: float | None = None  # seconds; no trial starts after them, the running one ends
+
+    def __post_init__(self) -> None:
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("pruner", self.pruner, PRUNERS)
+        for name in ("trials", "threads", "patience", "workers"):
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("seed", self.seed, 0)
+        check_positive("timeout", self.timeout)
+        check_at_least("heartbeat_timeout", self.heartbeat_timeout, 1.0, unit=" s")
+        check_at_least("storage_retry_s", self.storage_retry_s, 0.0, unit=" s")
+        check_name("study_name", self.study_name)
+        for name in ("storage", "experiment", "tracking_uri", "dask", "enqueue_file",
+                     "warm_start"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise OptionError(name, f"must be a non-empty string, got {value!r}")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_name(name: str, value: str | None) -> None:
+    """A name that becomes part of file paths (a comparison's, a study's): plain characters only,
+    so that nothing derived from it can leave its folder."""
+    if value is not None and (not isinstance(value, str) or not _NAME.match(value)
+                              or len(value) > 200):
+        raise OptionError(name, f"{value!r}: use letters, digits, '_', '.', '-' (and start with a "
+                          "letter or digit)")
+
+
+def check_choice(name: str, value: str | None, choices: tuple[str, ...],
+                 what: str | None = None) -> None:
+    if value is not None and value not in choices:
+        raise OptionError(name, f"unknown {what or name} {value!r}; choose from "
+                          f"{', '.join(choices)}")
+
+
+def check_at_least(name: str, value: float | None, low: float, unit: str = "") -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            (isinstance(low, int) and not isinstance(value, int)) or not math.isfinite(value):
+        kind = "a whole number" if isinstance(low, int) else "a number"
+        raise OptionError(name, f"must be {kind} >= {low:g}{unit}, got {value!r}")
+    if value < low:
+        raise OptionError(name, f"must be >= {low:g}{unit}, got {value!r}")
+
+
+def check_positive(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise OptionError(name, f"must be a number of seconds > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study: str
+    strategy: str
+    storage: str
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    wall_s: float
+    trials_s: float
+    tracking_s: float  # MLflow time on the trials' critical path (queueing, waiting)
+    test_metrics: dict[str, float]
+    mlflow_experiment_id: str | None
+    mlflow_parent_run_id: str | None
+    tracking_uri: str | None
+    model_uri: str | None
+    interrupted: bool
+    notes: list[str] = field(default_factory=list)
+    storage_s: float = 0.0  # time in storage calls, all workers together
+    tracking_background_s: float = 0.0  # MLflow calls written by the background thread
+    stopped: str | None = None  # the stopping rule that ended the study early, if one did
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """`tuner worker`: join a stored study (its space, strategy, seed, pruner, budget and
+    stopping rules are stored with it) and run its trials here."""
+
+    storage: str
+    study: str
+    trials: int | None = None  # None: the budget of the latest `tuner run`
+    workers: int = 1
+    threads: int | None = None
+    tracking_uri: str | None = None
+    tracking: bool = True
+    heartbeat_timeout: float = DEFAULT_TIMEOUT_S
+    storage_retry_s: float = RETRY_S
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.storage, str) or not self.storage.strip():
+            raise OptionError("storage", f"must be a non-empty string, got {self.storage!r}")
+        check_name("study", self.study)
+        for name in ("trials", "threads", "workers"):
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("heartbeat_timeout", self.heartbeat_timeout, 1.0, unit=" s")
+        check_at_least("storage_retry_s", self.storage_retry_s, 0.0, unit=" s")

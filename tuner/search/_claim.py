@@ -1,0 +1,50 @@
+"""Which trial a worker runs next: a queued one (a grid point, a known configuration, a retry)
+if any, else a newly asked one while the budget allows.
+
+The budget counts finished trials (less the re-queued ones) and running ones, so several workers
+stop together at the budget; a worker with nothing left to start waits for the trials running
+elsewhere, because if their worker dies they come back to the queue for it.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.search._study import TRIAL_REASON, TRIAL_SURPLUS, StudyHandle, budget_slots, claim_waiting
+
+
+def next_trial(handle: StudyHandle, grid: bool, target: int,
+               trials: list[FrozenTrial]) -> tuple[optuna.Trial | None, int]:
+    """A queued trial, else a new one while the budget allows (`trials`: the study's trials a
+    moment ago). With no trial to start, the number of trials running elsewhere (0: the study
+    is done for this worker)."""
+    trial = claim_waiting(handle, trials)
+    if trial is not None:
+        return trial, 0
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if grid or len(budget_slots(trials)) >= target:
+        return None, running
+    trial = handle.study.ask()
+    if _surplus(handle, trial, target):
+        return None, running + 1
+    return trial, 0
+
+
+def study_done(handle: StudyHandle, grid: bool, target: int) -> bool:
+    """Nothing queued, nothing running, and the budget used up: no worker is needed."""
+    trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
+        return False
+    return grid or len(budget_slots(trials)) >= target
+
+
+def _surplus(handle: StudyHandle, trial: optuna.Trial, target: int) -> bool:
+    """Two workers may both see one free slot and both ask; the later trial number gives way."""
+    slots = budget_slots(handle.storage.get_all_trials(handle.study_id, deepcopy=False))
+    if trial.number in slots[:target]:
+        return False
+    trial.set_user_attr(TRIAL_SURPLUS, True)
+    trial.set_user_attr(TRIAL_REASON, "surplus: another worker took the budget's last slot")
+    handle.study.tell(trial, state=TrialState.FAIL)
+    return True

@@ -1,0 +1,170 @@
+"""Reading back and mending what a study left in MLflow: a trial's run, the run of a trial whose
+worker died, a worker joining a study's parent run, comparison runs, an experiment's runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from tuner.errors import TunerError, redact
+from tuner.tracking._tracker import BATCH_LIMIT, Tracker, client_for, text
+
+
+def find_trial_run(tracking_uri: str | None, experiment_id: str, study: str,
+                   number: int) -> str | None:
+    """The MLflow run id holding trial `number` of `study`, if it was tracked there."""
+    client = client_for(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.study = '{study}' and tags.trial_number = '{number}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return str(runs[0].info.run_id) if runs else None
+
+
+def fail_trial_run(tracker: Tracker, study: str, number: int, run_id: str | None,
+                   reason: str) -> str | None:
+    """End the MLflow run of a trial whose worker died: FAILED with the reason, if still open."""
+    if run_id is None:
+        run_id = find_trial_run(tracker.tracking_uri, tracker.experiment_id, study, number)
+    if run_id is None:
+        return None
+    run = tracker.timed(tracker.client.get_run, run_id)
+    if run.info.status != "RUNNING":
+        return run_id
+    tracker.timed(tracker.client.log_batch, run_id, tags=[
+        RunTag("state", "FAIL"), RunTag("fail_reason", text(reason))])
+    tracker.end_run(run_id, "FAILED")
+    return run_id
+
+
+def join_tracker(tracking_uri: str | None, experiment_id: str, parent_run_id: str) -> Tracker:
+    """A tracker for a worker joining a study whose parent run already exists (maybe created on
+    another host); the store must be the one the study logs to."""
+    client = client_for(tracking_uri)
+    shown = redact(tracking_uri or mlflow.get_tracking_uri())
+    try:
+        experiment = client.get_experiment(experiment_id)
+        client.get_run(parent_run_id)
+    except MlflowException:
+            raise TunerError(f"the study logs to MLflow experiment {experiment_id} (parent run "
+                         f"{parent_run_id}), which is not in the tracking store {shown}: pass the "
+                         "study's --tracking-uri, or --no-tracking") from None
+    return Tracker(tracking_uri, experiment.name)
+
+
+# Comparisons (`tuner compare`): one run over many study parent runs.
+_COMPARISON = "tags.`tuner.role` = 'comparison' and tags.comparison = '{}'"
+
+
+def default_tracking_uri() -> str:
+    """Where `tuner run` logs without --tracking-uri: MLFLOW_TRACKING_URI or MLflow's default."""
+    return str(mlflow.get_tracking_uri())
+
+
+def check_comparison(tracking_uri: str | None, experiment: str, name: str,
+                     params: Mapping[str, Any]) -> None:
+    """Refuse to resume comparison `name` with other settings; reads, writes nothing."""
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], _COMPARISON.format(name),
+                              max_results=1) if found else []
+    stored = runs[0].data.params if runs else {}
+    changed = [f"{k}: {stored[k]} -> {text(v)}" for k, v in params.items()
+               if k in stored and stored[k] != text(v)]
+    if changed:
+            raise TunerError(f"comparison {name!r} in experiment {experiment!r} was run with other "
+                         f"settings ({'; '.join(changed)}): use the same flags to resume it, or "
+                         "another --name")
+
+
+def start_comparison(tracker: Tracker, name: str, tags: Mapping[str, str],
+                     params: Mapping[str, Any]) -> str:
+    """The comparison's run: reopened when the same comparison runs again, else created."""
+    runs = tracker.timed(tracker.client.search_runs, [tracker.experiment_id],
+                         _COMPARISON.format(name), max_results=1)
+    if runs:
+        run_id = str(runs[0].info.run_id)
+        tracker.timed(tracker.client.update_run, run_id, status="RUNNING")
+        tracker.log_summary(run_id, {}, tags)
+        return run_id
+    run = tracker.timed(tracker.client.create_run, tracker.experiment_id, run_name=name,
+                        tags={**tags, "tuner.role": "comparison", "comparison": name})
+    run_id = str(run.info.run_id)
+    tracker.timed(tracker.client.log_batch, run_id,
+                  params=[Param(k, text(v)) for k, v in params.items()])
+    return run_id
+
+
+def run_status(tracker: Tracker, run_id: str) -> str | None:
+    """FINISHED, RUNNING, KILLED, ...; None for a run that is missing or deleted."""
+    try:
+        run = tracker.timed(tracker.client.get_run, run_id)
+    except MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else str(run.info.status)
+
+
+def trial_run_tags(tracker: Tracker, study: str) -> dict[int, dict[str, str]]:
+    """Trial number -> tags of the latest MLflow run of that trial of `study`."""
+    out: dict[int, dict[str, str]] = {}
+    token = None
+    while True:
+        page = tracker.timed(tracker.client.search_runs, [tracker.experiment_id],
+                             f"tags.study = '{study}' and tags.`tuner.role` = 'trial'",
+                             max_results=1000, order_by=["attributes.start_time ASC"],
+                             page_token=token)
+        for run in page:
+            out[int(run.data.tags["trial_number"])] = dict(run.data.tags)
+        token = page.token
+        if not token:
+            return out
+
+
+def log_study_outcome(tracker: Tracker, run_id: str, metrics: Mapping[str, float | None],
+                      best_so_far: list[tuple[int, float]]) -> None:
+    """A study's standing in its comparison, and its best-so-far curve (step = trial), which
+    the UI can chart per strategy; steps already logged are not logged again."""
+    logged = {m.step for m in tracker.timed(tracker.client.get_metric_history, run_id,
+                                            "best_so_far")}
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+    batch += [Metric("best_so_far", float(v), now, int(s)) for s, v in best_so_far
+              if int(s) not in logged]
+    for i in range(0, len(batch), BATCH_LIMIT):
+        tracker.timed(tracker.client.log_batch, run_id, metrics=batch[i:i + BATCH_LIMIT])
+
+
+def run_experiment(tracking_uri: str | None, run_id: str) -> str | None:
+    """The name of the experiment that holds `run_id` in this store; None if it is not there."""
+    client = client_for(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+        return str(client.get_experiment(run.info.experiment_id).name)
+    except MlflowException:
+        return None
+
+
+def runs_frame(tracking_uri: str | None, experiment: str) -> Any:
+    """An experiment's runs as a pandas DataFrame (the Python API's `tuner.runs`)."""
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise TunerError(f"no MLflow experiment {experiment!r} in "
+                         f"{redact(tracking_uri or default_tracking_uri())}")
+    import pandas as pd
+
+    rows = []
+    for run in client.search_runs([found.experiment_id], max_results=5000):
+        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                     "status": run.info.status,
+                     **{f"tags.{k}": v for k, v in run.data.tags.items()
+                        if not k.startswith("mlflow.")},
+                     **{f"params.{k}": v for k, v in run.data.params.items()},
+                     **{f"metrics.{k}": v for k, v in run.data.metrics.items()}})
+    return pd.DataFrame(rows)

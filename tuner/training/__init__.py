@@ -1,0 +1,27 @@
+"""Training: the MLP, its optimizer and schedule, the training loop, custom trainers, and what a
+trained model costs (parameter count, latency).
+
+It imports neither Optuna nor MLflow: the loop emits per-epoch events to callbacks (pruning,
+tracking and the stop flag are callbacks that the execution layer hands in), which may raise to
+stop training.
+"""
+
+from tuner.training._custom import Reporter, Trainer, final_metrics, load_trainer, resolve, using
+from tuner.training._fit import (
+    Callback,
+    FitResult,
+    NonFiniteLoss,
+    criterion,
+    evaluate,
+    fit,
+    predict,
+    train,
+)
+from tuner.training._measures import latency_ms_per_1k, parameter_count
+from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
+
+__all__ = [
+    "Callback", "FitResult", "NonFiniteLoss", "RawRowScorer", "Reporter", "ScoringModel",
+    "Trainer", "build_mlp", "build_optimizer", "criterion", "evaluate", "final_metrics", "fit",
+    "latency_ms_per_1k", "load_trainer", "parameter_count", "predict", "resolve", "train", "using",
+]
