@@ -5,8 +5,9 @@ of a final model, and `tuner export`'s configuration file.
 Analysis reads what the search and tracking layers stored; it never runs a trial.
 """
 
-from tuner.analysis._comparison import TOLERANCE, Comparison, GridPlan, StudyPlan, build_comparison
+from tuner.analysis._comparison import TOLERANCE, Comparison, build_comparison
 from tuner.analysis._export import export_study
+from tuner.analysis._plan import GridPlan, StudyPlan
 from tuner.analysis._plots import confusion_png, residual_png
 from tuner.analysis._report import (
     SUMMARY_HEADERS,

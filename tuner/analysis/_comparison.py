@@ -11,36 +11,13 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from tuner.analysis._plan import GridPlan, StudyPlan
 from tuner.analysis._results import clean, reach, summarise, trials_frame
 from tuner.search import ATTR_PARENT_RUN
 from tuner.space import Space
 from tuner.tracking import Tracker, trial_run_tags
 
 TOLERANCE = 0.005  # default target: the best value any study reached, 0.5% (relative) worse
-
-
-@dataclass(frozen=True)
-class GridPlan:
-    grid_points: int
-    size: int
-    trials: int
-    space_grid_points: int
-
-    def describe(self) -> str:
-        finer = (f" (finer than the space's {self.space_grid_points}, to hold the budget)"
-                 if self.grid_points != self.space_grid_points else "")
-        runs = ("each repeat runs the whole grid" if self.trials == self.size
-                else f"each repeat runs a seeded random {self.trials} of them")
-        return f"grid: {self.size} points at grid_points={self.grid_points}{finer}; {runs}"
-
-
-@dataclass(frozen=True)
-class StudyPlan:
-    strategy: str
-    repeat: int
-    seed: int
-    name: str
-    trials: int
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from tuner.search import TRIAL_PARAMS, uncounted
 from tuner.space import is_better
 
 if TYPE_CHECKING:
-    from tuner.analysis._comparison import StudyPlan
+    from tuner.analysis._plan import StudyPlan
 
 
 def trials_frame(comparison: str, plan: StudyPlan, trials: list[FrozenTrial], direction: str,

@@ -17,6 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from tuner.data import load_dataset
+from tuner.execution._dask import run_on_dask
 from tuner.execution._finish import finish_study
 from tuner.execution._loop import stop_on_signals, work
 from tuner.execution._options import RunOptions, StudyResult
@@ -24,7 +25,7 @@ from tuner.execution._progress import StudyProgress
 from tuner.execution._runs import StudyRuns
 from tuner.execution._session import Session
 from tuner.execution._warn import warn_failure
-from tuner.execution._workers import check_scaling, pruner_spec_for, run_elsewhere
+from tuner.execution._workers import Job, check_scaling, pruner_spec_for, run_parallel
 from tuner.search import (
     ATTR_STOPPING,
     TRIAL_PARAMS,
@@ -39,7 +40,9 @@ from tuner.search import (
     open_storage,
     open_study,
     plan_budget,
+    reap_stale,
     seeded_sampler,
+    study_done,
     uncounted,
 )
 from tuner.space import Space
@@ -128,6 +131,20 @@ def _drive(session: Session, options: RunOptions, threads: int,
     if session.space.multi:
         notes.append(format_front(study))
     return interrupted, final
+
+
+def run_elsewhere(session: Session, options: RunOptions, threads: int,
+                  stop: threading.Event, progress: StudyProgress) -> list[str]:
+    """`tuner run --workers N` / `--dask`: the trials run in other processes; returns notes."""
+    reap_stale(session.handle, session.heartbeat_timeout, session.end_lost_run)
+    if study_done(session.handle, session.grid, session.target):
+        return []  # a finished study: no worker to start
+    job = Job.of(session, options.storage, None if options.dask else threads,
+                 options.storage_retry_s)
+    if options.dask is not None:
+        return run_on_dask(session, job, options.dask, options.workers, stop, progress,
+                           options.on_trial)
+    return run_parallel(session, job, options.workers, stop, progress, options.on_trial)
 
 
 def study_result(session: Session, started: float, interrupted: bool, storage: str,

@@ -47,7 +47,6 @@ from tuner.search import (
     reap_stale,
     seeded_sampler,
     shared_url,
-    study_done,
 )
 from tuner.space import PrunerSpec, Space, parse_space
 from tuner.tracking import join_tracker
@@ -125,22 +124,6 @@ def pruner_spec_for(space: Space, name: str | None) -> PrunerSpec:
         return spec
     return PrunerSpec(name, spec.startup_trials, spec.warmup_epochs, spec.min_resource,
                       spec.reduction_factor)
-
-
-def run_elsewhere(session: Session, options: RunOptions, threads: int,
-                  stop: threading.Event, progress: StudyProgress) -> list[str]:
-    """`tuner run --workers N` / `--dask`: the trials run in other processes; returns notes."""
-    reap_stale(session.handle, session.heartbeat_timeout, session.end_lost_run)
-    if study_done(session.handle, session.grid, session.target):
-        return []  # a finished study: no worker to start
-    job = Job.of(session, options.storage, None if options.dask else threads,
-                 options.storage_retry_s)
-    if options.dask is not None:
-        from tuner.execution._dask import run_on_dask
-
-        return run_on_dask(session, job, options.dask, options.workers, stop, progress,
-                           options.on_trial)
-    return run_parallel(session, job, options.workers, stop, progress, options.on_trial)
 
 
 def open_job(job: Job, torch_threads: int | None = None) -> Session:
