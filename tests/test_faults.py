@@ -36,6 +36,7 @@ from tests.services import (  # noqa: F401  (pg_database and redis_url are fixtu
 from tuner import RunOptions, TunerError, load_space, run_study
 from tuner.search import (
     HEARTBEAT,
+    Heartbeat,
     StorageUnavailable,
     StudyHandle,
     counted_trials,
@@ -250,8 +251,10 @@ def test_a_trial_declared_lost_while_it_still_trains_keeps_one_outcome(
         workdir: Path, tracking_uri: str) -> None:
     """A worker so stalled that another one declared its trial lost: when it wakes up, its
     result is dropped (the retry is the trial's outcome) and its MLflow run ends FAILED."""
+    # Slow enough (small batches, many epochs) that the trial still trains when it is reaped.
     space = load_space(write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 25")
-                                   .replace("early_stopping: {patience: 2}", "early_stopping: false")))
+                                   .replace("early_stopping: {patience: 2}", "early_stopping: false")
+                                   .replace("batch_size: 128", "batch_size: 8")))
     journal = str(workdir / "study.journal")
     reaped: list = []
 
@@ -280,3 +283,24 @@ def test_a_trial_declared_lost_while_it_still_trains_keeps_one_outcome(
     runs = {int(r.data.tags["trial_number"]): r for r in trials}
     assert runs[lost.number].info.status == "FAILED"
     assert "declared lost" in runs[lost.number].data.tags["fail_reason"]
+
+
+def test_a_heartbeat_that_cannot_reach_the_storage_says_so_once(
+        pg_database: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    storage = open_storage(pg_url(pg_database), retry_s=0.0)
+    study = optuna.create_study(storage=storage, study_name="beat")
+    trial = study.ask()
+    handle = StudyHandle(study, storage.get_study_id_from_name("beat"), storage, True)
+    beat = Heartbeat(handle, trial_id(trial), interval=60)
+    beat.beat()
+    allow_connections(pg_database, False)
+    drop_connections(pg_database)
+    try:
+        with caplog.at_level("WARNING", logger="tuner"):
+            beat.beat()
+            beat.beat()
+    finally:
+        allow_connections(pg_database, True)
+    warnings = [r for r in caplog.records if "heartbeat" in r.getMessage()]
+    assert len(warnings) == 1 and "declare this trial lost" in warnings[0].getMessage()
+    assert "pw-" not in warnings[0].getMessage()  # the URL's password stays out

@@ -48,7 +48,7 @@ def export_study(study_name: str, storage: str | None, output: Path, force: bool
         if value:
             doc[key] = value
     doc["study"] = {"seed": int(best.user_attrs.get(TRIAL_SEED, 0))}
-    doc["params"] = _fixed_params(dict(best.user_attrs.get(TRIAL_PARAMS, best.params)))
+    doc["params"] = _as_fixed(dict(best.user_attrs.get(TRIAL_PARAMS, best.params)))
     header = (f"# Exported by `tuner export` from study {study_name}: trial {best.number}, "
               f"{space.objective.key} = {best.value:.6g} after {training['max_epochs']} epochs.\n"
               "# `tuner train THIS_FILE` retrains it on train + validation for those epochs "
@@ -60,7 +60,7 @@ def export_study(study_name: str, storage: str | None, output: Path, force: bool
     return output
 
 
-def _fixed_params(params: dict[str, Any]) -> dict[str, Any]:
+def _as_fixed(params: dict[str, Any]) -> dict[str, Any]:
     """Trial parameters as plain values; per-layer widths `units_i` become `units: [...]`."""
     widths = sorted((int(k.split("_")[1]), v) for k, v in params.items()
                     if k.startswith("units_") and k.split("_")[1].isdigit())

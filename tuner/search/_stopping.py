@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.space import is_better
 
@@ -63,7 +63,7 @@ def trials_since_best(study: optuna.Study) -> int | None:
     if not complete:
         return None
     if len(study.directions) > 1:
-        last = max(t.number for t in study.best_trials)
+        last = max(t.number for t in _joined_front(study, complete))
     else:
         direction = study.direction.name.lower()
         best = None
@@ -73,3 +73,16 @@ def trials_since_best(study: optuna.Study) -> int | None:
         assert best is not None
         last = best.number
     return sum(t.number > last for t in trials)
+
+
+def _joined_front(study: optuna.Study, complete: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The front's trials that improved it when they came: no earlier trial is at least as good
+    in every objective (a later trial that only ties with a front member changes nothing)."""
+    directions = [d.name.lower() for d in study.directions]
+
+    def covers(a: FrozenTrial, b: FrozenTrial) -> bool:
+        return all(not is_better(d, y, x) for d, x, y in zip(directions, a.values, b.values,
+                                                               strict=True))
+
+    return [t for t in study.best_trials
+            if not any(o.number < t.number and covers(o, t) for o in complete)]

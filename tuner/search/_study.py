@@ -214,7 +214,7 @@ def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, lim
     """Queue grid points that the study has not seen yet, in a seeded random order, up to `limit`
     points in the study in total. Returns the number of grid points in the study afterwards."""
     study = handle.study
-    # A grid trial keeps its point in Optuna's "fixed_params" from enqueueing to the end.
+    # A grid trial keeps its point (the parameters it was queued with) until it ends.
     taken = {_key(queued_params(t)) for t in study.get_trials(deepcopy=False)
              if t.user_attrs.get(TRIAL_GRID) is not None and not uncounted(t)}
     order = list(range(len(grid)))

@@ -1,0 +1,58 @@
+"""Pins each Optuna behaviour that tuner relies on beyond Optuna's public API (all of them used
+through tuner/search/_optuna.py): an Optuna upgrade that changes one fails here, loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from tuner.search._optuna import queued_params, set_state, trial_id, trial_of
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(tmp_path / "pin.journal")))
+
+
+@pytest.fixture
+def study(storage: JournalStorage) -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name="pin")
+
+
+def test_a_trial_id_is_the_storage_id_of_the_trial(study: optuna.Study,
+                                                   storage: JournalStorage) -> None:
+    asked = study.ask()
+    frozen = study.trials[0]
+    assert trial_id(asked) == trial_id(frozen)
+    assert storage.get_trial(trial_id(frozen)).number == asked.number
+
+
+def test_claiming_a_queued_trial_is_atomic_and_gives_a_live_trial(
+        study: optuna.Study, storage: JournalStorage) -> None:
+    study.enqueue_trial({"x": 0.25})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert set_state(storage, trial_id(waiting), TrialState.RUNNING) is True
+    # a second process trying the same trial is refused
+    assert set_state(storage, trial_id(waiting), TrialState.RUNNING) is False
+    live = trial_of(study, trial_id(waiting))
+    assert live.suggest_float("x", 0.0, 1.0) == 0.25  # the queued value
+    study.tell(live, 1.0)
+    with pytest.raises(UpdateFinishedTrialError):
+        set_state(storage, trial_id(waiting), TrialState.FAIL)
+
+
+def test_a_trial_keeps_the_parameters_it_was_queued_with(study: optuna.Study) -> None:
+    study.enqueue_trial({"x": 0.5, "k": "a"})
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    study.tell(trial, state=TrialState.FAIL)
+    finished = study.trials[0]
+    assert queued_params(finished) == {"x": 0.5, "k": "a"}  # even the never-suggested one
+    sampled = study.ask()
+    sampled.suggest_float("x", 0.0, 1.0)
+    assert queued_params(study.trials[1]) == {}
