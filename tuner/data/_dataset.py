@@ -22,7 +22,7 @@ from tuner.data._preprocess import Preprocessor, Scaler, Table, class_weights, c
 from tuner.data._preprocess import oversample as oversample_rows
 from tuner.data._sources import read_source, signature
 from tuner.errors import DataError
-from tuner.space._data import DataSpec
+from tuner.space import DataSpec
 
 __all__ = ["Dataset", "Scaler", "Split", "final_dataset", "load_dataset"]
 

@@ -21,7 +21,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from tuner.data._sources import RawData, _listing
 from tuner.errors import DataError
-from tuner.space._data import DataSpec
+from tuner.space import DataSpec
 
 _IMPUTING = ("mean", "median", "most_frequent", "constant", "interpolate")
 

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn import datasets
 
 from tuner.errors import DataError
-from tuner.space._data import DataSpec
+from tuner.space import DataSpec
 
 _BUNDLED = {
     "digits": datasets.load_digits,

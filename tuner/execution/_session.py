@@ -68,9 +68,9 @@ class Session:
     stats: SessionStats = field(default_factory=SessionStats)
     # The best complete trial trained in this process (one objective): its model is kept, so the
     # study's final model needs no retraining when it was trained here.
-    best: TrialOutcome | None = None
-    _open: _OpenTrial | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    best: TrialOutcome | None = field(default=None, init=False)
+    _open: _OpenTrial | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.recorder = Recorder(self.handle, self.space.multi, self.heartbeat_timeout)
