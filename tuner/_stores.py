@@ -96,7 +96,9 @@ def missing_driver(url: str) -> str | None:
     wanted = (_NAMED.get(named, named),) if named else _DRIVERS[scheme]
     if any(_installed(module) for module in wanted):
         return None
-    return f"no {scheme} driver is installed ({' or '.join(wanted)})"
+    package = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mssql": "pyodbc"}[scheme]
+    return (f"no {scheme} driver is installed ({', '.join(wanted)}; e.g. pip install "
+            f"{package if not named else named})")
 
 
 def _installed(module: str) -> bool:

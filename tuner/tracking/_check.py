@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import socket
 import sqlite3
 import tempfile
@@ -104,8 +105,7 @@ def _check_server(uri: str, shown: str, timeout_s: float) -> None:
 def _check_database(uri: str, shown: str, timeout_s: float) -> None:
     missing = missing_driver(uri)
     if missing:
-        raise StoreError(f"tracking store {shown}: {missing} (pip install psycopg2-binary for "
-                         "PostgreSQL, pymysql for MySQL)")
+        raise StoreError(f"tracking store {shown}: {missing}")
     path = _sqlite_path(uri)
     if scheme_of(uri) == "sqlite":
         if path is not None:
@@ -178,12 +178,15 @@ def _store_failure(uri: str, shown: str, exc: BaseException) -> str:
     path = _sqlite_path(uri)
     if path is None or not path.is_file():
         return f"tracking store {shown} cannot be used: {first_line(exc)}"
-    found, runs = "none", "?"
+    versions = re.search(r"found version (\w+), but expected (\w+)", str(exc))
+    found, wanted = versions.groups() if versions else ("unknown", "another")
+    runs = "an unknown number of"
     with contextlib.suppress(sqlite3.Error), contextlib.closing(
             sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        found = str(db.execute("SELECT version_num FROM alembic_version").fetchone()[0])
         runs = str(db.execute("SELECT count(*) FROM runs").fetchone()[0])
-    return (f"tracking store {shown} is half-created or from another MLflow version (schema "
-            f"{found}, {runs} runs; MLflow says: {first_line(exc)}): if it holds no runs you "
-            f"need, move it away and run again; else back it up and run `mlflow db upgrade "
-            f"{shown}`")
+    detail = "" if versions else f" (MLflow says: {first_line(exc)})"
+    return (f"tracking store {shown} has schema version {found}, MLflow {mlflow.__version__} "
+            f"expects {wanted}{detail}: it was left half-created (two runs created it at once, "
+            f"or one was stopped meanwhile) or made by another MLflow version; it holds {runs} "
+            f"runs. If you need none of them, move it away and run again; else back it up and "
+            f"run `mlflow db upgrade {shown}`")

@@ -43,14 +43,15 @@ def client_for(tracking_uri: str | None) -> MlflowClient:
     # to do so): that would break `--json` and cost a request per trial.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = driver_url(tracking_uri or str(mlflow.get_tracking_uri()))
-    client = MlflowClient(uri)
     path = sqlite_path(uri)
-    if path is not None and uri not in _OPENED:
-        # The first use creates (or migrates) the store's tables; two processes doing that at
-        # once break it (see tuner._stores), so it happens here, under the folder's lock.
-        with creation_lock(path):
-            client.search_experiments(max_results=1)
-        _OPENED.add(uri)
+    if path is None or uri in _OPENED:
+        return MlflowClient(uri)
+    # Opening the store creates (or migrates) its tables; two processes doing that at once
+    # break it (see tuner._stores), so the first opening happens under the folder's lock.
+    with creation_lock(path):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    _OPENED.add(uri)
     return client
 
 
