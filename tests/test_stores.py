@@ -19,7 +19,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
+from tests.conftest import subprocess_env, tuner_command, write_space
 from tests.services import PASSWORD, pg_database, pg_url  # noqa: F401  (a fixture)
 from tuner.tracking import Tracker, check_store
 

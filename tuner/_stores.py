@@ -98,7 +98,7 @@ def missing_driver(url: str) -> str | None:
         return None
     package = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mssql": "pyodbc"}[scheme]
     return (f"no {scheme} driver is installed ({', '.join(wanted)}; e.g. pip install "
-            f"{package if not named else named})")
+            f"{named or package})")
 
 
 def _installed(module: str) -> bool:

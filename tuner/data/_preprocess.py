@@ -211,10 +211,13 @@ class Preprocessor:
     columns: tuple[str, ...] = ()
 
     def transform(self, x: Any) -> np.ndarray:
-        if self.pipeline is None:
-            return self.scaler.transform(np.asarray(x, dtype=np.float64))
-        out = self.pipeline.transform(x[list(self.columns)])
-        return np.asarray(out, dtype=np.float32)
+        # Overflow (a huge value next to small ones) gives inf, which the dataset refuses by
+        # column in one line; numpy's warning would only add a second, vaguer one.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.pipeline is None:
+                return self.scaler.transform(np.asarray(x, dtype=np.float64))
+            out = self.pipeline.transform(x[list(self.columns)])
+            return np.asarray(out, dtype=np.float32)
 
 
 def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
@@ -229,7 +232,8 @@ def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
     if table.categorical:
         transformers.append(("categorical", _categorical_steps(spec), list(table.categorical)))
     pipeline = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-    pipeline.fit(x)
+    with np.errstate(over="ignore", invalid="ignore"):  # see Preprocessor.transform
+        pipeline.fit(x)
     width = int(pipeline.transform(x.iloc[:1]).shape[1])
     return Preprocessor(Scaler.identity(width), pipeline, table.numeric + table.categorical)
 

@@ -178,7 +178,7 @@ def _parse_one(
     if not isinstance(spec, Mapping):
         spec = {"type": "fixed", "value": spec}
     kind = spec.get("type", "fixed" if "value" in spec else None)
-    if kind not in _KEYS:
+    if not isinstance(kind, str) or kind not in _KEYS:
         raise doc.error((*path, "type"), f"type must be one of {sorted(_KEYS)}, got {kind!r}")
     for key in spec:
         if key not in _KEYS[kind]:
