@@ -258,6 +258,8 @@ def test_the_classes_fuzzing_found_are_refused_naming_the_key(tmp_path: Path) ->
         ("params:\n  optimizer: {type: categorical, choices: [adam, sgd]}\n"
          "  momentum: {type: float, low: 0, high: 0.9, when: {optimizer: [[sgd]]}}\n",
          "params.momentum.when", "values must be scalars"),
+        ("params:\n  dropout: {type: float, low: 0.1, high: 0.4, step: 1}\n",
+         "params.dropout.step", "is not a whole number of steps"),  # Optuna shrank it silently
     ]
     for text, key, words in cases:
         with pytest.raises(SpaceError) as caught:

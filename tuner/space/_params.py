@@ -213,6 +213,11 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
             raise ParamError("step", f"must be > 0, got {step!r}")
         if log:
             raise ParamError("step", "cannot be combined with log: true")
+        spans = (high - low) / step
+        if not math.isclose(spans, round(spans), rel_tol=0.0, abs_tol=1e-8):
+            # Optuna would quietly shrink the range to the last whole step.
+            raise ParamError("step", f"the range [{low:g}, {high:g}] is not a whole number of "
+                             f"steps of {step:g}")
 
 
 MAX_GRID_POINTS = 1000  # per parameter; the grid multiplies them
