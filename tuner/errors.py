@@ -6,7 +6,10 @@ The lowest layer of the package: every other module may import it, it imports no
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
+from typing import Any
 
 _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
 
@@ -49,6 +52,26 @@ class OptionError(TunerError):
         return f"{flag}: {self.message}"
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_plain_name(value: object) -> bool:
+    return isinstance(value, str) and bool(_NAME.match(value)) and len(value) <= 200
+
+
+def check_name(option: str, value: str | None, what: str | None = None) -> None:
+    """A name that becomes part of file paths (a study's, a comparison's, reports/NAME,
+    NAME.yaml): plain characters only, so that nothing derived from it can leave its folder.
+    `what` says where a derived name came from (a default study name, a stored study)."""
+    if value is None or is_plain_name(value):
+        return
+    plain = "use letters, digits, '_', '.', '-' (and start with a letter or digit)"
+    if what is None:
+        raise OptionError(option, f"{value!r}: {plain}")
+    raise OptionError(option, f"{what} is {value!r}, which cannot be part of a file name: "
+                      f"{plain}")
+
+
 def redact(text: str) -> str:
     """Replace the password of any URL in `text` by '***'."""
     return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)
@@ -58,3 +81,32 @@ def first_line(exc: BaseException) -> str:
     """An exception's first line (or its type), with passwords masked: what a message quotes."""
     text = str(exc).strip()
     return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """`--debug`'s traceback, chained exceptions included, with every password masked."""
+    return redact("".join(traceback.format_exception(exc)))
+
+
+def redact_logs() -> None:
+    """Mask passwords in every log record from now on, wherever it is printed: MLflow's and
+    SQLAlchemy's warnings quote store URLs, and their tracebacks quote exception messages."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return record
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redacted_traceback(record.exc_info[1]).rstrip("\n")
+        return record
+
+    factory.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tuner.cli._study import report_outcome
-from tuner.errors import TunerError
+from tuner.errors import OptionError, TunerError, is_plain_name
 from tuner.space import PRUNERS, load_space
 
 if TYPE_CHECKING:
@@ -196,6 +196,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tuner.analysis import write_study_views
     from tuner.search import find_study
 
+    if args.out is None and not is_plain_name(args.study):  # reports/STUDY stays in reports/
+        raise OptionError("out", f"the study name {args.study!r} cannot name a folder (letters, "
+                          "digits, '_', '.', '-' only): pass --out FOLDER")
     study = find_study(args.storage, args.study)
     folder = Path(args.out or Path("reports") / args.study)
     if folder.exists() and not folder.is_dir():

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from tuner.errors import OptionError, is_plain_name
+
 if TYPE_CHECKING:
     from tuner.execution import FinalOptions, FinalResult
 
@@ -84,6 +86,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tuner.analysis import export_study
 
+    if args.output is None and not is_plain_name(args.study):  # STUDY.yaml stays here
+        raise OptionError("output", f"the study name {args.study!r} cannot name a file (letters, "
+                          "digits, '_', '.', '-' only): pass --output FILE")
     output = Path(args.output or f"{args.study}.yaml")
     written = export_study(args.study, args.storage, output, force=args.force)
     print(f"wrote {written}; train it with: tuner train {written}")

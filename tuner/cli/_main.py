@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from tuner.errors import OptionError, TunerError, first_line
+from tuner.errors import OptionError, TunerError, first_line, redact_logs, redacted_traceback
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -59,14 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tuner: aborted; the study can be resumed with the same command", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, with passwords masked like every other message
+            sys.stderr.write(redacted_traceback(exc))
+            return EXIT_FAILURE
         print(f"tuner: failed: {type(exc).__name__}: {first_line(exc)} (--debug shows the "
               "traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
 
 def _quiet_libraries() -> None:
+    redact_logs()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

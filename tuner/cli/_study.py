@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tuner.cli._worker import add_run_flags, run_options
 from tuner.errors import TunerError
-from tuner.space import PRUNERS, STRATEGIES, load_space
+from tuner.space import GRID_LIMIT, PRUNERS, STRATEGIES, load_space
 
 if TYPE_CHECKING:
     from tuner.execution import StudyResult
@@ -78,6 +78,8 @@ _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 def cmd_run(args: argparse.Namespace) -> int:
     # The space and the flags are checked before the heavy imports: bad input fails at once.
     space = load_space(args.space)
+    if (args.strategy or space.study.strategy) == "grid":  # counted: a second, not the OOM killer
+        space.params.grid_target(args.trials, space.file)
     from tuner.execution import RunOptions
 
     options = RunOptions(
@@ -103,6 +105,10 @@ def report_outcome(outcome: Any, as_json: bool, show: Any) -> int:
     if outcome.interrupted:
         print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    if getattr(outcome, "all_failed", False):  # nothing to show for it: not a success
+        print(f"tuner: every trial of study {outcome.study} failed (see the note above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -135,8 +141,14 @@ def _fmt(value: Any) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     rows = [(p.name, p.describe(), p.when.describe() if p.when else "") for p in space.params]
-    grid = space.params.grid_size()
+    if space.study.strategy == "grid":  # a grid study of this file would run it whole
+        space.params.grid_target(None, space.file)
+    grid = space.params.grid_size()  # counted, never built; None: too many to count
     notes = [STRATEGY_COSTS[space.study.strategy]] if space.study.strategy in STRATEGY_COSTS else []
+    if grid is None or grid > GRID_LIMIT:
+        notes.append(f"the grid has {'more than ' if grid is None else ''}"
+                     f"{grid or GRID_LIMIT:,} points: too many for `--strategy grid` to run "
+                     f"whole (at most {GRID_LIMIT:,}); --trials N samples N of them")
     if args.json:
         print(json.dumps({"file": space.file, "name": space.name, "hash": space.hash,
                           "grid_size": grid, "objective": space.objective.key,
@@ -152,7 +164,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     goal = ", ".join(f"{o.key} ({o.direction})" for o in space.objectives or (space.objective,))
     _out.print(f"objective{'s' if space.multi else ''}: {goal}; data: "
                f"{space.data.source}; strategy {space.study.strategy}, {space.study.trials} "
-               f"trials; grid size: {grid}")
+               f"trials; grid size: {'>' if grid is None else ''}{grid or GRID_LIMIT:,}")
     for note in notes:
         _out.print(f"note: {note}")
     return 0

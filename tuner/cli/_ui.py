@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tuner._stores import driver_url
 from tuner.errors import TunerError, redact
 
 HOST = "127.0.0.1"
@@ -56,9 +57,17 @@ def check_port(port: int) -> None:
             raise TunerError(f"port {port} on {HOST} is in use: choose another --port") from None
 
 
-def server_command(uri: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-            "--host", HOST, "--port", str(port), "--workers", "1"]
+def server_command(port: int) -> list[str]:
+    """The server's command line; the store's URI is not on it (see `server_env`)."""
+    return [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
+            "--workers", "1"]
+
+
+def server_env(uri: str) -> dict[str, str]:
+    """The server's environment, which carries the store's URI: a command line is visible to
+    every user of the machine (`ps`), and the URI may hold a database password."""
+    return {**os.environ, "MLFLOW_BACKEND_STORE_URI": driver_url(uri),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class Server:
@@ -72,8 +81,7 @@ class Server:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.process = subprocess.Popen(server_command(self.uri, self.port), env=env,
+        self.process = subprocess.Popen(server_command(self.port), env=server_env(self.uri),
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, start_new_session=True)
         threading.Thread(target=self._drain, daemon=True).start()
@@ -100,7 +108,7 @@ class Server:
 
     def tail(self) -> str:
         lines = [line for line in self.log if line.strip()]
-        return " | ".join(lines[-5:]) or "no output"
+        return redact(" | ".join(lines[-5:])) or "no output"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -72,4 +72,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if result.interrupted:
         print("tuner: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    if result.all_failed:
+        print(f"tuner: every trial of study {result.study} failed (see the note above)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -182,9 +182,11 @@ def _assemble(table: Table, spec: DataSpec, train: np.ndarray, val: np.ndarray,
         ys = [torch.as_tensor(v, dtype=torch.int64) for v in (y_train, y_val, y_test)]
     else:
         k = 1
-        target_scaler = Scaler.fit(y_train.reshape(-1, 1).astype(np.float64))
-        ys = [torch.from_numpy(target_scaler.transform(v.reshape(-1, 1)).ravel())
-              for v in (y_train, y_val, y_test)]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: see _check_finite
+            target_scaler = Scaler.fit(y_train.reshape(-1, 1).astype(np.float64))
+            ys = [torch.from_numpy(target_scaler.transform(v.reshape(-1, 1)).ravel())
+                  for v in (y_train, y_val, y_test)]
+    _check_finite(table, xs, ys)
     example = x_train.iloc[:_EXAMPLE_ROWS] if table.is_frame else x_train[:_EXAMPLE_ROWS]
     return Dataset(
         name=spec.source, task=spec.task,
@@ -193,6 +195,23 @@ def _assemble(table: Table, spec: DataSpec, train: np.ndarray, val: np.ndarray,
         classes=table.classes, preprocessor=pre, class_weights=weights, report=report,
         folds=folds, example=example, test_rows=test_rows,
     )
+
+
+def _check_finite(table: Table, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+    """Finite values can still overflow: 1e308 standardised with statistics of rows near 0 is
+    infinite as a 32-bit float, and the MLP would train on it (NaN losses, every trial failed).
+    Named by column: a table's numeric columns come first in the preprocessed matrix."""
+    for x in xs:
+        bad = (~torch.isfinite(x)).any(dim=0).nonzero().flatten().tolist()
+        if bad:
+            column = table.numeric[bad[0]] if table.is_frame and bad[0] < len(table.numeric) \
+                else f"feature {bad[0]}"
+            raise DataError(f"{table.origin}: column {column!r} has values too large to train on "
+                            "once standardised (beyond 32-bit floats): rescale it, e.g. take its "
+                            "logarithm")
+    if any(not bool(torch.isfinite(y.float()).all()) for y in ys):
+        raise DataError(f"{table.origin}: column {table.target!r} has values too large to train "
+                        "on once standardised (beyond 32-bit floats): rescale it")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
-from tuner.data._sources import RawData, _listing
+from tuner.data._sources import RawData, _listing, columns_of
 from tuner.errors import DataError
 from tuner.space import DataSpec
 
@@ -108,7 +108,7 @@ def _clean_frame(raw: RawData, spec: DataSpec, report: dict[str, float]
         unknown = [c for c in names if c not in frame.columns]
         if unknown:
             raise DataError(f"{name}: data.{key} names column {unknown[0]!r}, which the file does "
-                            f"not have; columns: {_listing(list(frame.columns))}")
+                            f"not have; {columns_of(frame)}")
     columns = list(spec.features) or [c for c in frame.columns if c != target]
     columns = [c for c in columns if c not in spec.drop]
     if not columns:
@@ -145,6 +145,14 @@ def _clean_frame(raw: RawData, spec: DataSpec, report: dict[str, float]
                         or not pd.api.types.is_numeric_dtype(features[c])
                         or pd.api.types.is_bool_dtype(features[c]))
     numeric = tuple(c for c in columns if c not in categorical)
+    for column in (*numeric, target):  # scikit-learn would refuse them without naming the column
+        values = frame[column] if column == target else features[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            infinite = int(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+            if infinite:
+                raise DataError(f"{name}: column {column!r} has {infinite} infinite value"
+                                f"{'s' if infinite > 1 else ''} (inf or -inf): remove them, or "
+                                "leave the cells empty and set data.missing")
     return (features.reset_index(drop=True), frame[target].to_numpy(), numeric, categorical,
             positions)
 
@@ -152,9 +160,11 @@ def _clean_frame(raw: RawData, spec: DataSpec, report: dict[str, float]
 def _numeric_target(raw: RawData, y: np.ndarray) -> np.ndarray:
     values = pd.to_numeric(pd.Series(y), errors="coerce")
     bad = values.isna() & pd.Series(y).notna()
-    if bad.any():
+    if bad.any():  # how many, not which: a message names columns, never the file's values
         raise DataError(f"{raw.origin}: column {raw.target!r}: a regression target must be "
-                        f"numeric, got {pd.Series(y)[bad].iloc[0]!r}")
+                        f"numeric; {int(bad.sum())} of its {len(y)} values are not numbers")
+    if np.isinf(values.to_numpy(dtype=np.float64)).any():
+        raise DataError(f"{raw.origin}: column {raw.target!r} has infinite values (inf or -inf)")
     return values.to_numpy(dtype=np.float64)
 
 
@@ -201,10 +211,13 @@ class Preprocessor:
     columns: tuple[str, ...] = ()
 
     def transform(self, x: Any) -> np.ndarray:
-        if self.pipeline is None:
-            return self.scaler.transform(np.asarray(x, dtype=np.float64))
-        out = self.pipeline.transform(x[list(self.columns)])
-        return np.asarray(out, dtype=np.float32)
+        # Overflow (a huge value next to small ones) gives inf, which the dataset refuses by
+        # column in one line; numpy's warning would only add a second, vaguer one.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.pipeline is None:
+                return self.scaler.transform(np.asarray(x, dtype=np.float64))
+            out = self.pipeline.transform(x[list(self.columns)])
+            return np.asarray(out, dtype=np.float32)
 
 
 def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
@@ -219,7 +232,8 @@ def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
     if table.categorical:
         transformers.append(("categorical", _categorical_steps(spec), list(table.categorical)))
     pipeline = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-    pipeline.fit(x)
+    with np.errstate(over="ignore", invalid="ignore"):  # see Preprocessor.transform
+        pipeline.fit(x)
     width = int(pipeline.transform(x.iloc[:1]).shape[1])
     return Preprocessor(Scaler.identity(width), pipeline, table.numeric + table.categorical)
 

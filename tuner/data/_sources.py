@@ -7,6 +7,7 @@ Nothing is downloaded. Every problem with a file is a one-line `DataError` namin
 from __future__ import annotations
 
 import gzip
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,7 @@ def _table(path: Path, spec: DataSpec) -> RawData:
         raise DataError(f"{name}: no rows")
     target = spec.target or ""
     if target not in frame.columns:
-        raise DataError(f"{name}: no target column {target!r}; columns: "
-                        f"{_listing(list(frame.columns))}")
+        raise DataError(f"{name}: no target column {target!r}; {columns_of(frame)}")
     return RawData(frame, frame[target], name, target=target)
 
 
@@ -187,6 +187,14 @@ def _images(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                             "do not match (expected N images and N labels)")
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{name}: {part} labels must be integers, got {labels.dtype}")
+    for images, part in ((x, "train"), (x_test, "test")):
+        if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+            bad = int(images.size - np.isfinite(images).sum())
+            raise DataError(f"{name}: {part} images hold {bad} values that are not finite "
+                            "(NaN or infinite)")
+        if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype,
+                                                                        np.complexfloating):
+            raise DataError(f"{name}: {part} images must be numbers, got {images.dtype}")
     if x.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{name}: train images {x.shape[1:]} and test images "
                         f"{x_test.shape[1:]} differ in size")
@@ -195,6 +203,21 @@ def _images(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
     return RawData(x.reshape(len(x), -1), y.astype(np.int64), name, target="label",
                    test_x=x_test.reshape(len(x_test), -1), test_y=y_test.astype(np.int64),
                    pixel_scale=scale)
+
+
+# What a column name looks like in a table's header. A file that is not a table (a system file,
+# a key) gives pandas its first line as the "header", and a message listing the columns would
+# print that line: names are listed only when every one of them looks like a name.
+_COLUMN_NAME = re.compile(r"^[\w][\w .:()\[\]%/#+-]{0,63}$")
+
+
+def columns_of(frame: pd.DataFrame) -> str:
+    """The columns of a table, for a message; never a line of a file that is not a table."""
+    names = [str(c) for c in frame.columns]
+    if len(names) >= 2 and all(_COLUMN_NAME.match(n) for n in names):
+        return f"columns: {_listing(names)}"
+    return (f"the file has {len(names)} column{'s' if len(names) != 1 else ''} whose names do "
+            "not look like a table's header (not shown): is it a table with a header row?")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -34,14 +34,23 @@ from tuner.analysis import (
     comparison_metrics,
 )
 from tuner.data import Dataset, load_dataset
-from tuner.errors import OptionError, TunerError
-from tuner.execution._options import RunOptions, check_at_least, check_choice, check_name
+from tuner.errors import OptionError, TunerError, check_name
+from tuner.execution._options import RunOptions, check_at_least, check_choice
 from tuner.execution._run import run_study
 from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, counted_trials, describe, open_storage
-from tuner.space import PRUNERS, STRATEGIES, FloatParam, IntParam, Space, TrialConfig
+from tuner.space import (
+    MAX_GRID_POINTS,
+    PRUNERS,
+    STRATEGIES,
+    FloatParam,
+    IntParam,
+    Space,
+    TrialConfig,
+)
 from tuner.tracking import (
     Tracker,
     check_comparison,
+    check_store,
     log_study_outcome,
     run_status,
     start_comparison,
@@ -101,13 +110,18 @@ def repeat_seed(seed: int, repeat: int) -> int:
 def plan_grid(space: Space, budget: int) -> tuple[GridPlan, Space]:
     """The grid resolution for `budget` trials, and the space with that resolution."""
     own = space.params.grid_points
-    size = space.params.grid_size()
+    space.params.grid_target(budget, space.file)  # counted, never built: refused if uncountable
+    size = space.params.grid_size() or 0
     points = own
     free = any(isinstance(p, FloatParam | IntParam) and p.grid is None and p.grid_points is None
                for p in space.params)
-    while free and size < budget and points < own + 50:
+    while free and size < budget and points < min(own + 50, MAX_GRID_POINTS):
         points += 1
-        size = dataclasses.replace(space.params, grid_points=points).grid_size()
+        finer = dataclasses.replace(space.params, grid_points=points).grid_size()
+        if finer is None:  # too many to count: far more than any budget
+            points -= 1
+            break
+        size = finer
     plan = GridPlan(points, size, min(size, budget), own)
     if points == own:
         return plan, space
@@ -151,6 +165,7 @@ def run_comparison(space: Space, options: CompareOptions,
               "pruner": pruner, "max_epochs": space.training.max_epochs,
               "objective": space.objective.key, "data": space.data.source}
     experiment = options.experiment or name
+    check_store(options.tracking_uri, experiment)  # in seconds, before anything is written
     check_comparison(options.tracking_uri, experiment, name, params)
     storage = open_storage(options.storage)
     tracker = Tracker(options.tracking_uri, experiment)

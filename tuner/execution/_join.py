@@ -4,6 +4,7 @@ evaluation and the parent run's summary stay with `tuner run`."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -31,6 +32,8 @@ from tuner.search import (
     stored_space,
 )
 
+_log = logging.getLogger("tuner")
+
 
 def join_study(options: WorkerOptions) -> StudyResult:
     started = time.perf_counter()
@@ -51,6 +54,11 @@ def join_study(options: WorkerOptions) -> StudyResult:
               options.heartbeat_timeout, options.storage_retry_s,
               options.tracking and bool(experiment and parent), options.tracking_uri,
               experiment, parent, StoppingRules.from_attr(attrs.get(ATTR_STOPPING)))
+    if space.trainer is not None:
+        # Said before anything runs: joining a study runs the code its space names (like
+        # unpickling, only for studies one trusts), and the user should see which before it does.
+        _log.warning("study %s runs code: its space's trainer %s is imported and called here "
+                     "(join only studies you trust)", options.study, space.trainer)
     session = open_job(job)
     notes = [thread_note] if thread_note else []
     if space.trainer is not None:

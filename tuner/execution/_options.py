@@ -5,12 +5,11 @@ one-line error from both: `trials: must be >= 1, got 0` (the CLI says `--trials:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.errors import OptionError
+from tuner.errors import OptionError, check_name
 from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S
 from tuner.space import PRUNERS, STRATEGIES
 
@@ -64,18 +63,6 @@ class RunOptions:
                 raise OptionError(name, f"must be a non-empty string, got {value!r}")
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def check_name(name: str, value: str | None) -> None:
-    """A name that becomes part of file paths (a comparison's, a study's): plain characters only,
-    so that nothing derived from it can leave its folder."""
-    if value is not None and (not isinstance(value, str) or not _NAME.match(value)
-                              or len(value) > 200):
-        raise OptionError(name, f"{value!r}: use letters, digits, '_', '.', '-' (and start with a "
-                          "letter or digit)")
-
-
 def check_choice(name: str, value: str | None, choices: tuple[str, ...],
                  what: str | None = None) -> None:
     if value is not None and value not in choices:
@@ -126,6 +113,7 @@ class StudyResult:
     storage_s: float = 0.0  # time in storage calls, all workers together
     tracking_background_s: float = 0.0  # MLflow calls written by the background thread
     stopped: str | None = None  # the stopping rule that ended the study early, if one did
+    all_failed: bool = False  # every trial of the study failed (the CLI exits with code 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from tuner.data import load_dataset
+from tuner.errors import check_name
 from tuner.execution._dask import run_on_dask
 from tuner.execution._finish import finish_study
 from tuner.execution._loop import stop_on_signals, work
@@ -29,12 +30,14 @@ from tuner.execution._workers import Job, check_scaling, pruner_spec_for, run_pa
 from tuner.search import (
     ATTR_STOPPING,
     TRIAL_PARAMS,
+    TRIAL_REASON,
     StoppingRules,
     apply_warm_start,
     check_warm_start,
     counted_trials,
     default_study_name,
     describe,
+    discard_if_unused,
     format_front,
     make_pruner,
     open_storage,
@@ -46,7 +49,7 @@ from tuner.search import (
     uncounted,
 )
 from tuner.space import Space
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, check_store
 
 
 def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
@@ -61,8 +64,12 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     threads, notes = check_scaling(options)
     torch.set_num_threads(threads)
     data = load_dataset(space.data)  # bad data fails here, before any study or run exists
-
+    if strategy == "grid":  # a grid too large to run whole is refused before it is queued
+        space.params.grid_target(options.trials, space.file)
     name = options.study_name or default_study_name(space, strategy, seed)
+    check_name("study_name", name, "the default study name (from the space's name)")
+    if options.tracking:  # an unusable MLflow store fails in seconds, before the study exists
+        check_store(options.tracking_uri, options.experiment or space.name)
     storage = open_storage(options.storage, options.storage_retry_s)
     known = check_warm_start(storage, name, space, options)  # before anything is written
     handle = open_study(storage, name, space, strategy, seed, sampler,
@@ -74,12 +81,14 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
-    tracker = Tracker(options.tracking_uri, options.experiment or space.name) \
-        if options.tracking else None
+    with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
+        tracker = Tracker(options.tracking_uri, options.experiment or space.name) \
+            if options.tracking else None
     try:
-        runs = None if tracker is None else StudyRuns.open(
-            tracker, handle.study, space, strategy, seed, pruner.name,
-            parent_run_id=options.parent_run_id, extra_tags=dict(options.extra_tags))
+        with discard_if_unused(handle):
+            runs = None if tracker is None else StudyRuns.open(
+                tracker, handle.study, space, strategy, seed, pruner.name,
+                parent_run_id=options.parent_run_id, extra_tags=dict(options.extra_tags))
         if handle.changes and runs is not None:
             runs.tracker.log_summary(runs.parent, {},
                                      {"space_changes": json.dumps(list(handle.changes))})
@@ -154,6 +163,12 @@ def study_result(session: Session, started: float, interrupted: bool, storage: s
     best = session.study.best_trial if complete and not session.space.multi else None
     if tracker is not None:
         tracker.flush()
+    failed = [t for t in trials if t.state == TrialState.FAIL and not uncounted(t)]
+    all_failed = bool(failed) and not complete and not any(
+        t.state == TrialState.PRUNED for t in trials)
+    if all_failed:
+        notes.append(f"every trial failed ({len(failed)}); the last: "
+                     f"{failed[-1].user_attrs.get(TRIAL_REASON, 'no reason recorded')}")
     return StudyResult(
         study=session.study.study_name, strategy=session.strategy, storage=storage,
         best_value=None if best is None else best.value,
@@ -175,4 +190,5 @@ def study_result(session: Session, started: float, interrupted: bool, storage: s
         notes=notes,
         storage_s=round(session.stats.storage_s + session.storage_seconds(), 3),
         stopped=session.stats.stopped,
+        all_failed=all_failed,
     )

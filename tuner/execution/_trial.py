@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 from tuner.data import Dataset
+from tuner.errors import TunerError, first_line
 from tuner.search import (
     TRIAL_BEST_EPOCH,
     TRIAL_CONSTRAINTS,
@@ -145,6 +148,8 @@ def run_trial(
     except NonFiniteLoss as exc:
         outcome.state, outcome.reason = "FAIL", str(exc)
         outcome.epochs = exc.epoch
+    except TrainerFailed as exc:  # the user's code: that trial fails, the study goes on
+        outcome.state, outcome.reason = "FAIL", str(exc)
     except Interrupted as exc:
         outcome.state, outcome.reason = "INTERRUPTED", str(exc)
     else:
@@ -174,10 +179,30 @@ def _run_custom(space: Space, params: Mapping[str, Any], seed: int, number: int,
                         patience=early.patience if early else None,
                         min_delta=early.min_delta if early else 0.0, seed=seed,
                         trial_number=number, callbacks=callbacks)
-    returned = trainer(dict(params), reporter)
-    outcome.metrics = final_metrics(returned, reporter)
+    try:
+        returned = trainer(dict(params), reporter)
+        outcome.metrics = final_metrics(returned, reporter)
+    except (optuna.TrialPruned, Interrupted, UpdateFinishedTrialError):
+        raise  # pruned, stopped by the user, or reaped as lost: not the trainer's failure
+    except Exception as exc:
+        raise TrainerFailed(exc) from exc
     outcome.value = outcome.metrics[space.objective.key]
     outcome.epochs, outcome.best_epoch = reporter.epochs, reporter.best_epoch
+
+
+class TrainerFailed(Exception):
+    """A custom trainer raised: its one-line summary, and where in the user's code."""
+
+    def __init__(self, exc: BaseException):
+        summary = first_line(exc) if isinstance(exc, TunerError) \
+            else f"the trainer raised {type(exc).__name__}: {first_line(exc)}"
+        # Where it happened: the innermost frame outside tuner (the trainer, or what it called).
+        ours = str(Path(__file__).resolve().parents[1])
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not str(Path(f.filename).resolve()).startswith(ours)]
+        where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno} in " \
+                f"{frames[-1].name})" if frames else ""
+        super().__init__(f"{summary}{where}")
 
 
 def _constrain(trial: optuna.Trial, space: Space, metrics: Mapping[str, float]) -> None:

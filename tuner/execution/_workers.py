@@ -24,7 +24,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import load_dataset
-from tuner.errors import first_line
+from tuner.errors import first_line, redact_logs
 from tuner.execution._loop import show, stop_on_signals, work
 from tuner.execution._options import RunOptions
 from tuner.execution._progress import StudyProgress
@@ -193,6 +193,7 @@ def _quiet() -> None:
 
     import optuna
 
+    redact_logs()  # the parent's logging set-up does not reach a spawned process
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -9,7 +9,6 @@ of failing the study, and so that the time spent in storage calls is measured.
 from __future__ import annotations
 
 import abc
-import importlib.util
 import logging
 import time
 import warnings
@@ -22,7 +21,9 @@ from optuna.storages import BaseStorage, RDBStorage, get_storage
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend, JournalStorage
 from optuna.trial import TrialState
 
+from tuner._stores import creation_lock, driver_url, missing_driver, sqlite_path
 from tuner.errors import StorageError, first_line, redact
+from tuner.search._journal import repair as repair_journal
 
 DEFAULT_STORAGE = "tuner.journal"
 RETRY_S = 30.0  # how long a storage may be unreachable before the run gives up
@@ -61,8 +62,14 @@ def open_storage(url: str | None, retry_s: float = RETRY_S) -> RetryingStorage:
             engine: dict[str, Any] = {"pool_pre_ping": True}  # a killed connection is replaced
             if url.startswith(("postgresql", "postgres")):
                 engine["connect_args"] = {"connect_timeout": 10}
+            missing = missing_driver(url)
+            if missing:
+                raise StorageError(f"cannot open storage {redact(url)!r}: {missing}")
             # Optuna's own cache in front of the database, as optuna.create_study would add.
-            inner = get_storage(RDBStorage(driver_url(url), engine_kwargs=engine))
+            # Creating the tables of a new SQLite file is serialised: two runs started at once
+            # would both create them, and one would fail ("table studies already exists").
+            with creation_lock(sqlite_path(url)):
+                inner = get_storage(RDBStorage(driver_url(url), engine_kwargs=engine))
         elif kind == "redis":
             with warnings.catch_warnings():  # "experimental" since Optuna 3.1; used as documented
                 warnings.simplefilter("ignore", ExperimentalWarning)
@@ -71,25 +78,22 @@ def open_storage(url: str | None, retry_s: float = RETRY_S) -> RetryingStorage:
             path = _journal_path(url)
             if path.parent and not path.parent.exists():
                 raise StorageError(f"storage folder {str(path.parent)!r} does not exist")
+            repair_journal(path)  # a torn last record, cut before anything is appended to it
             inner = JournalStorage(JournalFileBackend(str(path)))
         inner.get_all_studies()  # an unreachable server fails here, in one line, not later
     except StorageError:
         raise
+    except ValueError as exc:
+        if kind != "journal":
+            raise StorageError(f"cannot open storage {redact(url)!r}: {first_line(exc)}") \
+                from None
+        raise StorageError(f"journal {url} is damaged: a record before its end cannot be read "
+                           f"({first_line(exc)}); restore it from a backup (a repaired journal "
+                           "keeps one as FILE.torn-DATE), or start afresh with another "
+                           "--storage") from None
     except Exception as exc:  # drivers raise many types; all mean the same to the user
         raise StorageError(f"cannot open storage {redact(url)!r}: {first_line(exc)}") from None
     return _make_retrying(inner, redact(url), retry_s)
-
-
-def driver_url(url: str) -> str:
-    """`postgresql://` with the PostgreSQL driver that is installed: SQLAlchemy 2.1 assumes
-    psycopg 3 for a bare `postgresql://`, and `postgres://` is not a name it knows."""
-    scheme, _, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    for driver in ("psycopg", "psycopg2"):
-        if importlib.util.find_spec(driver) is not None:
-            return f"postgresql+{driver}://{rest}"
-    return f"postgresql://{rest}"
 
 
 def shared_url(url: str | None) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.search._optuna import queued_params, set_state, trial_id, trial_of
-from tuner.space import Space
+from tuner.space import GRID_LIMIT, Grid, Space
 
 # Study user attributes written by tuner.
 ATTR_SPACE_TEXT = "tuner.space_text"
@@ -118,6 +119,21 @@ def open_study(storage: BaseStorage, name: str, space: Space, strategy: str, see
     return StudyHandle(study, study_id, storage, created, tuple(changes))
 
 
+@contextlib.contextmanager
+def discard_if_unused(handle: StudyHandle) -> Iterator[None]:
+    """Delete the study this run just created if the block fails before any trial started: a
+    study left empty would refuse the next run with an edited space file."""
+    try:
+        yield
+    except BaseException:
+        if handle.created:
+            with contextlib.suppress(Exception):  # the storage may be what failed
+                trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+                if all(t.state == TrialState.WAITING for t in trials):  # queued grid points
+                    handle.storage.delete_study(handle.study_id)
+        raise
+
+
 def _check_compatible(study: optuna.Study, space: Space) -> None:
     """Optuna fixes a categorical parameter's choices (and every parameter's kind) once a trial
     has used it: such a change cannot be let through, whatever the flag says."""
@@ -146,11 +162,12 @@ def plan_budget(handle: StudyHandle, space: Space, strategy: str, seed: int,
         notes.append(f"space changed (--allow-space-change; recorded in the study): "
                      f"{'; '.join(handle.changes[:5])}")
     if strategy == "grid":
-        grid = space.params.grid()
-        target = len(grid) if trials is None else min(trials, len(grid))
+        target = space.params.grid_target(trials, space.file)  # counted, never built whole
+        grid = space.params.indexed_grid()
+        assert grid is not None  # grid_target refuses a grid it cannot count
         enqueue_grid(handle, grid, seed, target)
-        if target < len(grid):
-            notes.append(f"grid has {len(grid)} points; this run covers a seeded random "
+        if target < grid.size:
+            notes.append(f"grid has {grid.size:,} points; this run covers a seeded random "
                          f"{target} of them (--trials)")
     else:
         target = trials or space.study.trials
@@ -210,20 +227,18 @@ def retry_params(trial: FrozenTrial) -> dict[str, Any]:
     return queued_params(trial) or dict(trial.params)
 
 
-def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, limit: int) -> int:
+def enqueue_grid(handle: StudyHandle, grid: Grid, seed: int, limit: int) -> int:
     """Queue grid points that the study has not seen yet, in a seeded random order, up to `limit`
     points in the study in total. Returns the number of grid points in the study afterwards."""
     study = handle.study
     # A grid trial keeps its point (the parameters it was queued with) until it ends.
     taken = {_key(queued_params(t)) for t in study.get_trials(deepcopy=False)
              if t.user_attrs.get(TRIAL_GRID) is not None and not uncounted(t)}
-    order = list(range(len(grid)))
-    random.Random(seed).shuffle(order)
     in_study = len(taken)
-    for index in order:
+    for index in _seeded_order(grid.size, seed):
         if in_study >= limit:
             break
-        point = grid[index]
+        point = grid.point(index)
         key = _key(point)
         if key in taken:
             continue
@@ -231,6 +246,24 @@ def enqueue_grid(handle: StudyHandle, grid: list[dict[str, Any]], seed: int, lim
         taken.add(key)
         in_study += 1
     return in_study
+
+
+def _seeded_order(size: int, seed: int) -> Iterator[int]:
+    """Grid indices in a seeded random order: a shuffle of a grid that may run whole (the order
+    of earlier versions), else seeded draws without repeats, so a sampled grid of 10^9 points
+    costs what it samples. Either way a later run with a larger budget extends the same order."""
+    rng = random.Random(seed)
+    if size <= GRID_LIMIT:
+        order = list(range(size))
+        rng.shuffle(order)
+        yield from order
+        return
+    drawn: set[int] = set()
+    while len(drawn) < size:
+        index = rng.randrange(size)
+        if index not in drawn:
+            drawn.add(index)
+            yield index
 
 
 def claim_waiting(handle: StudyHandle,

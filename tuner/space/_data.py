@@ -7,6 +7,7 @@ when the data are loaded, still before any study or MLflow run exists.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,8 @@ def get(doc: Document, raw: Mapping[str, Any], path: tuple[str, ...], key: str, 
         raise doc.error(where, f"must be {kind.__name__}, got {value!r}")
     if choices is not None and value not in choices:
         raise doc.error(where, f"unknown value {value!r}; choose from {list(choices)}")
+    if kind is float and not math.isfinite(value):  # nan passes every comparison below
+        raise doc.error(where, f"must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
         raise doc.error(where, f"must be >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:

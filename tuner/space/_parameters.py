@@ -9,6 +9,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 
+from tuner.errors import SpaceError
+from tuner.space._grid import GRID_LIMIT, Grid, GridTooComplex
 from tuner.space._hyperparameters import HYPERPARAMETERS, check_value
 from tuner.space._params import (
     CategoricalParam,
@@ -62,7 +64,11 @@ class ParameterSpace:
         return out
 
     def grid(self) -> list[dict[str, Scalar]]:
-        """Every distinct assignment of grid values to the active parameters."""
+        """Every distinct assignment of grid values to the active parameters; refused (one
+        line, with the size) above `GRID_LIMIT` points, before anything is built."""
+        size = self.grid_size()
+        if size is None or size > GRID_LIMIT:
+            raise GridTooLarge(size)
         points: list[dict[str, Scalar]] = [{}]
         for param in self.params:
             values = param.grid_values(self.grid_points)
@@ -75,8 +81,39 @@ class ParameterSpace:
             points = grown
         return points
 
-    def grid_size(self) -> int:
-        return len(self.grid())
+    def grid_size(self) -> int | None:
+        """The number of grid points, counted without building them; None when there are too
+        many combinations of conditions to count (then there are more than `GRID_LIMIT`)."""
+        indexed = self.indexed_grid()
+        return None if indexed is None else indexed.size
+
+    def grid_target(self, trials: int | None, file: str = "<space>") -> int:
+        """The points a grid study with `trials` (None: the whole grid) runs. Refused with one
+        line (a SpaceError with the size) before any study exists when that is the whole of a
+        grid over `GRID_LIMIT` points; a larger grid is sampled lazily, never built."""
+        size = self.grid_size()
+        target = size if trials is None or size is None else min(trials, size)
+        if size is None or target is None or target > GRID_LIMIT:
+            raise SpaceError(str(GridTooLarge(size)), file=file)
+        return target
+
+    def indexed_grid(self) -> Grid | None:
+        """The grid as a numbered sequence (`point(k)`), for sampling a large grid lazily."""
+        try:
+            return Grid(self.params, self.grid_points)
+        except GridTooComplex:
+            return None
+
+
+class GridTooLarge(ValueError):
+    """A grid with more points than a grid study may run whole (`size` None: uncountable)."""
+
+    def __init__(self, size: int | None):
+        self.size = size
+        shown = f"more than {GRID_LIMIT:,}" if size is None else f"{size:,}"
+        super().__init__(f"the grid has {shown} points; a grid study runs at most {GRID_LIMIT:,}: "
+                         "lower study.grid_points, list `grid:` values, fix parameters, or pass "
+                         f"--trials N (N <= {GRID_LIMIT:,}) to run a seeded random N of them")
 
 
 def parse_parameters(doc: Document, raw: Any, grid_points: int,
@@ -141,7 +178,7 @@ def _parse_one(
     if not isinstance(spec, Mapping):
         spec = {"type": "fixed", "value": spec}
     kind = spec.get("type", "fixed" if "value" in spec else None)
-    if kind not in _KEYS:
+    if not isinstance(kind, str) or kind not in _KEYS:
         raise doc.error((*path, "type"), f"type must be one of {sorted(_KEYS)}, got {kind!r}")
     for key in spec:
         if key not in _KEYS[kind]:
@@ -152,19 +189,7 @@ def _parse_one(
     names = [name]
     conditions: list[Condition | None] = [when]
     if layer_parent is not None:
-        if name != "units":
-            raise doc.error((*path, "per_layer"), "only 'units' can be given per layer")
-        depth = parsed.get(layer_parent) if isinstance(layer_parent, str) else None
-        if depth is None or depth.possible_values() is None:
-            raise doc.error((*path, "per_layer"),
-                            f"must name an int parameter, got {layer_parent!r}")
-        depths = depth.possible_values() or frozenset()
-        max_depth = max(int(d) for d in depths if isinstance(d, int | float))
-        names = [f"{name}_{i}" for i in range(max_depth)]
-        conditions = [
-            Condition(layer_parent, frozenset(d for d in depths if isinstance(d, int) and d > i))
-            for i in range(max_depth)
-        ]
+        names, conditions = _per_layer(doc, path, name, layer_parent, when, parsed)
     try:
         params = [_build(kind, n, spec, c) for n, c in zip(names, conditions, strict=True)]
     except ParamError as exc:
@@ -177,6 +202,41 @@ def _parse_one(
             if problem is not None:
                 raise doc.error((*path, key), problem)
     return params
+
+
+PER_LAYER_LIMIT = 64  # layers a `per_layer` parameter may expand to (the MLP allows 16)
+
+
+def _per_layer(doc: Document, path: tuple[str, ...], name: str, parent: Any,
+               when: Condition | None, parsed: Mapping[str, Param]
+               ) -> tuple[list[str], list[Condition | None]]:
+    """`units: {per_layer: n_layers}`: one parameter per possible layer, `units_i` present when
+    the network has more than i layers."""
+    where = (*path, "per_layer")
+    if name != "units":
+        raise doc.error(where, "only 'units' can be given per layer")
+    if when is not None:
+        # Each units_i already has a condition (on the layer count); a second one cannot be
+        # expressed, and dropping it silently would search parameters that do not exist.
+        raise doc.error((*path, "when"), "cannot be combined with per_layer: put the condition "
+                        "on the layer-count parameter instead")
+    depth = parsed.get(parent) if isinstance(parent, str) else None
+    if isinstance(depth, IntParam):
+        if depth.high > PER_LAYER_LIMIT:
+            raise doc.error(where, f"{parent} goes up to {depth.high} layers; per_layer allows "
+                            f"at most {PER_LAYER_LIMIT}")
+        depths: set[int] = set(range(depth.low, depth.high + 1, depth.step))
+    else:
+        values = depth.possible_values() if depth is not None else None
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise doc.error(where, f"must name an int parameter (a layer count), got {parent!r}")
+        depths = {int(v) for v in values if isinstance(v, int)}
+    if min(depths) < 1 or max(depths) > PER_LAYER_LIMIT:
+        raise doc.error(where, f"the layer counts of {parent} must lie in [1, {PER_LAYER_LIMIT}],"
+                        f" got {sorted(depths)[0] if min(depths) < 1 else max(depths)}")
+    layers = max(depths)
+    return ([f"{name}_{i}" for i in range(layers)],
+            [Condition(parent, frozenset(d for d in depths if d > i)) for i in range(layers)])
 
 
 def _build(kind: str, name: str, spec: Mapping[str, Any], when: Condition | None) -> Param:
@@ -231,11 +291,18 @@ def _parse_condition(
     if parent not in parsed:
         raise doc.error(where, f"condition on parameter {parent!r}, which does not exist")
     values = wanted if isinstance(wanted, list) else [wanted]
-    possible = parsed[parent].possible_values()
-    if possible is None:
+    param = parsed[parent]
+    if isinstance(param, FloatParam):
         raise doc.error(where, f"cannot condition on float parameter {parent!r}")
     for value in values:
-        if value not in possible:
+        if not isinstance(value, bool | int | float | str) and value is not None:
+            raise doc.error(where, f"condition values must be scalars, got {value!r}")
+        # An int range is checked by arithmetic: listing 1..10^9 would not fit in memory.
+        known = param.contains(value) if isinstance(param, IntParam) \
+            else value in (param.possible_values() or ())
+        if not known:
+            possible = param.describe() if isinstance(param, IntParam) \
+                else sorted(param.possible_values() or (), key=repr)
             raise doc.error(where, f"{parent} never takes the value {value!r}; "
-                            f"possible: {sorted(possible, key=repr)}")
+                            f"possible: {possible}")
     return Condition(parent, frozenset(values))

@@ -213,15 +213,24 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
             raise ParamError("step", f"must be > 0, got {step!r}")
         if log:
             raise ParamError("step", "cannot be combined with log: true")
+        spans = (high - low) / step
+        if not math.isclose(spans, round(spans), rel_tol=0.0, abs_tol=1e-8):
+            # Optuna would quietly shrink the range to the last whole step.
+            raise ParamError("step", f"the range [{low:g}, {high:g}] is not a whole number of "
+                             f"steps of {step:g}")
+
+
+MAX_GRID_POINTS = 1000  # per parameter; the grid multiplies them
 
 
 def _check_grid(param: FloatParam | IntParam) -> None:
     if param.grid_points is not None and (
         isinstance(param.grid_points, bool)
         or not isinstance(param.grid_points, int)
-        or param.grid_points < 1
+        or not 1 <= param.grid_points <= MAX_GRID_POINTS
     ):
-        raise ParamError("grid_points", f"must be an integer >= 1, got {param.grid_points!r}")
+        raise ParamError("grid_points", f"must be an integer in [1, {MAX_GRID_POINTS}], got "
+                         f"{param.grid_points!r}")
     if param.grid is None:
         return
     if not param.grid:

@@ -18,8 +18,8 @@ from tuner.space._data import get as _get
 from tuner.space._hyperparameters import check_value
 from tuner.space._metrics import METRICS, metrics_for
 from tuner.space._parameters import ParameterSpace, parse_parameters
-from tuner.space._params import FixedParam
-from tuner.space._yaml import Document, load_yaml
+from tuner.space._params import MAX_GRID_POINTS, FixedParam
+from tuner.space._yaml import MAX_BYTES, Document, load_yaml
 
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
 MULTI_STRATEGIES = ("nsga2", "tpe", "gp")  # the Optuna samplers that handle several objectives
@@ -145,7 +145,12 @@ def load_space(path: str | Path) -> Space:
     """Read and validate a space file; every problem is a one-line `SpaceError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # a huge file is refused without reading it whole
+            raw = handle.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SpaceError(f"the file is larger than {MAX_BYTES:,} bytes, the most a space file "
+                             "may have", file=str(path))
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpaceError("file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -178,7 +183,8 @@ def parse_space(text: str, *, file: str = "<space>", default_name: str = "space"
     training = _training(doc, _section(doc, raw, "training"), objective, data.task, custom)
     study_raw = _section(doc, raw, "study")
     study = _study(doc, study_raw)
-    grid_points = _get(doc, study_raw, ("study",), "grid_points", int, 3, minimum=1)
+    grid_points = _get(doc, study_raw, ("study",), "grid_points", int, 3, minimum=1,
+                       maximum=MAX_GRID_POINTS)
     if "params" not in raw:
         raise doc.error(("params",), "missing section: a space needs at least one parameter")
     params = (parse_parameters(doc, raw["params"], grid_points, known=False) if custom

@@ -2,6 +2,11 @@
 
 PyYAML follows YAML 1.1, where ``1e-5`` (no dot) is a string; search spaces are full of such
 learning rates, so floats in scientific notation without a dot are resolved as numbers too.
+
+Bounded work for any input: a space file is small, so the text, the nesting and the document
+that aliases expand to are limited. An alias bomb (a few hundred bytes whose nested anchors expand
+to billions of values) and thousands of nested brackets (recursion, and PyYAML's scanner is
+quadratic in the depth) are refused in one line instead of eating memory or time.
 """
 
 from __future__ import annotations
@@ -26,8 +31,31 @@ _FLOAT = re.compile(
 )
 
 
+MAX_BYTES = 1 << 20  # a space file, an --enqueue file: 1 MiB is far more than any needs
+MAX_DEPTH = 32  # nested mappings and lists, aliases included
+MAX_VALUES = 100_000  # values in the document once aliases and merge keys are expanded
+
+
 class _StrictLoader(yaml.SafeLoader):
-    pass
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # PyYAML composes recursively: refuse deep nesting before the stack (or the scanner's
+        # quadratic bookkeeping of open brackets) does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Limit(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Limit(Exception):
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
 
 
 # Replace the YAML 1.1 float resolver with one that also accepts 1e-5 and 1E+3.
@@ -61,11 +89,20 @@ class Document:
 
 
 def load_yaml(text: str, file: str) -> Document:
+    if len(text) > MAX_BYTES:
+        raise SpaceError(f"the file has {len(text):,} characters; a space file may have at most "
+                         f"{MAX_BYTES:,}", file=file)
     loader = _StrictLoader(text)
     lines: dict[tuple[str, ...], int] = {}
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node)
         data = _build(loader, node, (), lines, file) if node is not None else None
+    except _Limit as exc:
+        raise SpaceError(f"invalid YAML: {exc}", file=file, line=exc.line) from None
+    except RecursionError:  # not reached within the limits above; kept as a last guard
+        raise SpaceError("invalid YAML: nested too deeply", file=file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -76,6 +113,50 @@ def load_yaml(text: str, file: str) -> Document:
     finally:
         loader.dispose()
     return Document(data, file, lines)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand to more than MAX_VALUES values or MAX_DEPTH
+    levels, or refer to themselves, before anything is expanded. Each node is measured once
+    (aliases share nodes), so this is linear in the file."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
+        key = id(node)
+        if key in measured:
+            size, depth = measured[key]
+        elif key in open_nodes:
+            raise _Limit("an alias refers to the value that contains it",
+                         node.start_mark.line + 1)
+        else:
+            if level > MAX_DEPTH:
+                raise _Limit(f"nested deeper than {MAX_DEPTH} levels (with aliases expanded)",
+                             node.start_mark.line + 1)
+            open_nodes.add(key)
+            size, depth = 1, 1
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            for child in children:
+                child_size, child_depth = measure(child, level + 1)
+                size += child_size
+                depth = max(depth, child_depth + 1)
+                if size > MAX_VALUES:
+                    break
+            open_nodes.discard(key)
+            measured[key] = (size, depth)
+        if size > MAX_VALUES:
+            raise _Limit(f"the document expands to more than {MAX_VALUES:,} values (aliases "
+                         "repeated inside aliases?)", node.start_mark.line + 1)
+        if level + depth - 1 > MAX_DEPTH:
+            raise _Limit(f"nested deeper than {MAX_DEPTH} levels (with aliases expanded)",
+                         node.start_mark.line + 1)
+        return size, depth
+
+    measure(root, 1)
 
 
 def _build(

@@ -4,6 +4,7 @@ the training's critical path); models are logged once per study; queries read ru
 server module runs the MLflow UI over the same store.
 """
 
+from tuner.tracking._check import StoreError, check_store
 from tuner.tracking._models import log_raw_row_model, log_torch_model, register_model
 from tuner.tracking._queries import (
     check_comparison,
@@ -21,7 +22,8 @@ from tuner.tracking._queries import (
 from tuner.tracking._tracker import PARENT_RUN_TAG, RUN_STATUS, Tracker, TrialRun, client_for
 
 __all__ = [
-    "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun", "check_comparison", "client_for",
+    "PARENT_RUN_TAG", "RUN_STATUS", "StoreError", "Tracker", "TrialRun", "check_comparison",
+    "check_store", "client_for",
     "default_tracking_uri",
     "fail_trial_run", "find_trial_run", "join_tracker", "log_raw_row_model", "log_study_outcome",
     "log_torch_model", "register_model", "run_experiment", "run_status", "runs_frame",

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tuner._stores import creation_lock, driver_url, sqlite_path
 from tuner.errors import redact
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
@@ -41,7 +42,20 @@ def client_for(tracking_uri: str | None) -> MlflowClient:
     # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
     # to do so): that would break `--json` and cost a request per trial.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    return MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    uri = driver_url(tracking_uri or str(mlflow.get_tracking_uri()))
+    path = sqlite_path(uri)
+    if path is None or uri in _OPENED:
+        return MlflowClient(uri)
+    # Opening the store creates (or migrates) its tables; two processes doing that at once
+    # break it (see tuner._stores), so the first opening happens under the folder's lock.
+    with creation_lock(path):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    _OPENED.add(uri)
+    return client
+
+
+_OPENED: set[str] = set()  # SQLite stores this process has opened (created) already
 
 
 class Tracker:
@@ -54,7 +68,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True):
         self.client = client_for(tracking_uri)
-        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.tracking_uri = driver_url(tracking_uri or str(mlflow.get_tracking_uri()))
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
