@@ -6,6 +6,7 @@ samplers and the grid). Every problem is a one-line `SpaceError` naming file, li
 """
 
 from tuner.space._data import BUNDLED, DataSpec, SyntheticSpec
+from tuner.space._final import FinalSpec, ReevaluationPlan
 from tuner.space._hyperparameters import HYPERPARAMETERS, TrialConfig, check_value
 from tuner.space._metrics import METRICS, Metric, is_better, metrics_for
 from tuner.space._parameters import ParameterSpace
@@ -40,8 +41,9 @@ from tuner.space._yaml import Document, load_yaml
 __all__ = [
     "BUNDLED", "EXTRA_OBJECTIVES", "HYPERPARAMETERS", "METRICS", "MULTI_STRATEGIES", "PRUNERS",
     "STRATEGIES", "CategoricalParam", "Condition", "Constraint", "DataSpec", "Document",
-    "EarlyStopping", "FixedParam", "FloatParam", "IntParam", "Loss", "Metric", "Objective", "Param",
-    "ParameterSpace", "PrunerSpec", "Scalar", "Space", "StudyDefaults", "SyntheticSpec", "Training",
+    "EarlyStopping", "FinalSpec", "FixedParam", "FloatParam", "IntParam", "Loss", "Metric",
+    "Objective", "Param", "ParameterSpace", "PrunerSpec", "ReevaluationPlan", "Scalar", "Space",
+    "StudyDefaults", "SyntheticSpec", "Training",
     "TrialConfig", "check_points", "check_value", "is_better", "load_space", "load_yaml", "metrics_for",
     "parse_space",
 ]
