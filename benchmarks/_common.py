@@ -15,7 +15,7 @@ class Row:
     bench: str
     what: str
     value: float
-    unit: str  # "x" for ratios, or a plain unit
+    unit: str  # "x" for ratios, "acc" an accuracy, "pt" a difference of accuracies, or a unit
     target: str = ""
     met: bool | None = None
     detail: str = ""
@@ -44,6 +44,10 @@ class Results:
 def _fmt(value: float, unit: str) -> str:
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "acc":
+        return f"{value:.4f}"
+    if unit == "pt":  # a difference of two shares, in percentage points
+        return f"{100 * value:+.2f} pt"
     if unit == "%":
         return f"{value:.1f}%"
     return f"{value:.3g} {unit}"

@@ -58,7 +58,7 @@ def _measure(rows: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     torch.set_num_threads(1)
     start = time.perf_counter()
-    run_study(space, RunOptions(trials=2, tracking=False, progress=False, threads=1,
+    run_study(space, RunOptions(trials=2, tracking=False, progress=False, threads=1, refit=False,
                                 storage=str(tmp / "s.journal"),
                                 on_trial=lambda _: rss.append(_rss_mb())))
     train_s = time.perf_counter() - start

@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks._common import Results, Row
 from tuner import RunOptions, parse_space, run_study
 
-SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+SPACE = Path(__file__).resolve().with_name("study_space.yaml")  # trials only: no final model work
 
 
 def _space(epochs: int, pruner: str = "none", early_stopping: bool = True):
@@ -30,7 +30,7 @@ def _study(space, tmp: Path, strategy: str, seed: int, trials: int, on_trial=Non
     tmp.mkdir(parents=True, exist_ok=True)
     return run_study(space, RunOptions(
         strategy=strategy, trials=trials, seed=seed, storage=str(tmp / f"{strategy}-{seed}.journal"),
-        tracking=False, progress=False, threads=1, on_trial=on_trial))
+        tracking=False, progress=False, threads=1, on_trial=on_trial, refit=False))
 
 
 def sample_efficiency(results: Results, quick: bool = False) -> None:

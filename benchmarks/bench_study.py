@@ -17,7 +17,7 @@ from benchmarks.plain_optuna import run_plain
 from tuner import RunOptions, parse_space, run_study
 from tuner.data import load_dataset
 
-SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+SPACE = Path(__file__).resolve().with_name("study_space.yaml")  # trials only: no final model work
 
 
 def space_text(epochs: int, pruner: str) -> str:
@@ -43,7 +43,7 @@ def run(results: Results, quick: bool = False) -> None:
                                         storage=str(tmp / f"s{i}.journal"),
                                         tracking=track, tracking_uri=f"sqlite:///{tmp}/ours.db",
                                         log_model=False, views=False, progress=False,
-                                        threads=1))
+                                        threads=1, refit=False))
 
         def plain(track: bool, data=data, pruner=pruner) -> None:
             run_plain(data, trials, epochs, next(counter), pruner, track,

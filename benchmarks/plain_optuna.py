@@ -2,7 +2,7 @@
 
 Written the way the example does it (DataLoader over a TensorDataset, one model per trial, a
 report and prune check per epoch, accuracy over the validation loader), with the same space as
-`search_spaces/digits_mlp.yaml`. With `track=True` it logs to MLflow the common way: a nested
+`benchmarks/study_space.yaml`. With `track=True` it logs to MLflow the common way: a nested
 run per trial, `log_params`, and `log_metric` per metric per epoch.
 """
 

@@ -22,6 +22,7 @@ from tuner import RunOptions, TunerError, load_space, parse_space, run_study
 from tuner.analysis import export_study
 from tuner.data import final_dataset
 from tuner.execution import FinalOptions, evaluate_study, train_space
+from tuner.search import final_trial
 
 DIGITS = """\
 name: final_digits
@@ -68,7 +69,8 @@ def test_evaluate_export_train_round_trip(workdir: Path, tracking_uri: str) -> N
                        "digits-mlp", "--json", "--threads", "1"], workdir, tracking_uri)
     assert evaluated.returncode == 0, evaluated.stderr
     final = json.loads(evaluated.stdout)
-    best = load_study(study.study, journal).best_trial
+    best = final_trial(load_study(study.study, journal))  # the trial the study chose
+    assert final["origin"] == f"study {study.study}, trial {best.number}"
     assert final["epochs"] == best.user_attrs["best_epoch"]  # as many epochs as the kept weights
     assert final["rows"] == {"train": 1437, "early_stopping": 0, "test": 360}
     assert final["registered"] == "digits-mlp version 1"
@@ -161,7 +163,7 @@ def test_table_models_score_raw_rows_with_categories_and_missing_values(
     parents, _ = runs_of(tracking_uri, "final-table")
     test_rows = final_dataset(space.data, holdout=False).test_rows
     assert test_rows is not None
-    # The study's own evaluation (trained on the train split) and its scorer ...
+    # The study's own final model (refit on train + validation) and its scorer ...
     _check_scorer(parents[0].data.tags["scorer_uri"], frame, test_rows, study.test_metrics)
     # ... and the final model (trained on train + validation), logged with its own.
     final = evaluate_study(study.study, str(workdir / "study.journal"),

@@ -68,6 +68,25 @@ CASES = [
     ("per-layer on a float", "params:\n  dropout: {type: float, low: 0, high: 0.5}\n"
      "  units: {type: int, low: 8, high: 16, per_layer: dropout}\n",
      "params.units.per_layer", 3, ["int parameter"]),
+    ("unknown final key", "study:\n  final: {top_k: 3, seeds: 2}\nparams:\n  lr: 0.1\n",
+     "study.final.seeds", 2, ["unknown key", "repeats"]),
+    ("final not a mapping", "study:\n  final: 5\nparams:\n  lr: 0.1\n", "study.final", 2,
+     ["must be a mapping"]),
+    ("negative top_k", "study:\n  final: {top_k: -1}\nparams:\n  lr: 0.1\n",
+     "study.final.top_k", 2, ["between 0 and"]),
+    ("top_k a word", "study:\n  final: {top_k: many}\nparams:\n  lr: 0.1\n",
+     "study.final.top_k", 2, ["whole number or 'auto'"]),
+    ("one fold", "study:\n  final: {folds: 1}\nparams:\n  lr: 0.1\n",
+     "study.final.folds", 2, ["between 2 and"]),
+    ("zero repeats", "study:\n  final: {repeats: 0}\nparams:\n  lr: 0.1\n",
+     "study.final.repeats", 2, ["between 1 and"]),
+    ("ensemble of one", "study:\n  final: {ensemble: 1}\nparams:\n  lr: 0.1\n",
+     "study.final.ensemble", 2, [">= 2 members"]),
+    ("ensemble above top_k", "study:\n  final: {top_k: 2, ensemble: 3}\nparams:\n  lr: 0.1\n",
+     "study.final.ensemble", 2, ["top_k >= 3"]),
+    ("re-evaluating a custom trainer", "model: custom\nobjective: {metric: score}\n"
+     "study:\n  final: {top_k: 3}\nparams:\n  x: {type: float, low: 0, high: 1}\n",
+     "study.final", 4, ["model: custom"]),
     ("missing params", "data: {source: digits}\n", "params", None, ["missing"]),
     ("invalid YAML", "params: [unclosed\n", None, None, ["invalid YAML"]),
 ]
@@ -111,6 +130,22 @@ def test_safe_loading_refuses_python_objects(tmp_path: Path) -> None:
     path.write_text("params:\n  lr: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(SpaceError, match="invalid YAML"):
         load_space(path)
+
+
+def test_study_final_resolves_auto_for_the_rows_at_hand() -> None:
+    final = parse_space(GOOD).study.final
+    assert (final.top_k, final.folds, final.repeats, final.ensemble) == (None, None, 1, 0)
+    small = final.plan(val_rows=360, val_share=0.25)  # digits: 1,437 rows of train + validation
+    assert (small.top_k, small.folds, small.repeats, small.ensemble) == (3, 4, 1, 0)
+    assert small.trainings == 12 and small.describe() == "top 3 trials on 4 folds"
+    assert not final.plan(val_rows=12_000, val_share=0.2).on  # a large validation split
+    asked = parse_space(GOOD + "study:\n  final: {ensemble: 5, repeats: 2, folds: auto}\n")
+    plan = asked.study.final.plan(val_rows=12_000, val_share=0.2)
+    assert (plan.top_k, plan.folds, plan.repeats, plan.ensemble) == (5, 5, 2, 5)
+    off = parse_space(GOOD + "study:\n  final: {top_k: 0}\n").study.final.plan(360, 0.25)
+    assert not off.on and off.describe() == "off"
+    # How the final model is chosen does not change what is searched: a study resumes.
+    assert asked.canonical == parse_space(GOOD).canonical
 
 
 def test_shipped_spaces_are_valid() -> None:

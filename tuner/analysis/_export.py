@@ -16,7 +16,7 @@ from tuner.search import (
     TRIAL_PARAMS,
     TRIAL_SEED,
     best_epoch,
-    best_trial,
+    final_trial,
     find_study,
     stored_space,
 )
@@ -24,10 +24,11 @@ from tuner.space import load_yaml, parse_space
 
 
 def export_study(study_name: str, storage: str | None, output: Path, force: bool = False) -> Path:
-    """Write the best trial's configuration as a space file that `tuner train` runs as is."""
+    """Write the study's final configuration (its best trial, unless re-evaluation chose another)
+    as a space file that `tuner train` runs as is."""
     study = find_study(storage, study_name)
     space = stored_space(study)
-    best = best_trial(study)
+    best = final_trial(study)
     if output.exists() and not force:
         raise TunerError(f"{output} exists; choose another --output or pass --force")
     if not output.parent.is_dir():

@@ -45,7 +45,9 @@ def register(sub: Any) -> None:
     compare.add_argument("--experiment", help="MLflow experiment (default: the comparison name)")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                          "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    compare.add_argument("--no-model", action="store_true", help="do not log best models")
+    compare.add_argument("--no-model", action="store_true", help="do not log final models")
+    compare.add_argument("--no-refit", action="store_true", help="each study's final model is "
+                         "its chosen trial's own, not retrained on train + validation")
     compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study "
                          "(they take 3-8 s per study)")
     compare.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -77,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         trials=args.trials, repeats=args.repeats, seed=args.seed, pruner=args.pruner,
         name=args.name, experiment=args.experiment, storage=args.storage,
         tracking_uri=args.tracking_uri, target=args.target, out=args.out, threads=args.threads,
-        log_model=not args.no_model, views=not args.no_views)
+        log_model=not args.no_model, views=not args.no_views, refit=not args.no_refit)
     import optuna
 
     # GPSampler warns once per conditional parameter per trial (it samples those at random),

@@ -31,7 +31,10 @@ def register(sub: Any) -> None:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
                      "or sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument("--no-model", action="store_true", help="do not log the best model")
+    run.add_argument("--no-model", action="store_true", help="do not log the final model")
+    run.add_argument("--no-refit", action="store_true", help="the final model is the chosen "
+                     "trial's own (trained on the train split), not the chosen configuration "
+                     "retrained on train + validation")
     run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_model=not args.no_model, threads=args.threads,
         progress=not (args.quiet or args.json), **run_options(args),
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
-        timeout=args.timeout,
+        timeout=args.timeout, refit=not args.no_refit,
     )
     from tuner.api import run_study
 
@@ -121,9 +124,12 @@ def _print_result(result: StudyResult) -> None:
     table.add_row("best params", ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items()))
     table.add_row("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, "
                   f"{result.n_failed} failed")
+    if result.final.get("reason"):
+        table.add_row("final choice", f"{result.final['kind']}: {result.final['reason']}")
     if result.test_metrics:
         table.add_row("test (held out)", ", ".join(f"{k}={v:.4f}" for k, v in
                                                    result.test_metrics.items()))
+        table.add_row("test model", result.test_model or "-")
     table.add_row("wall time", f"{result.wall_s:.1f} s (MLflow: {result.tracking_s:.2f} s on the "
                   f"trials' path, {result.tracking_background_s:.2f} s in the background)")
     table.add_row("study storage", result.storage)
@@ -207,7 +213,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from tuner.search import ATTR_EXPERIMENT, TRIAL_PARAMS, best_trial, find_study
+    from tuner.search import ATTR_EXPERIMENT, ATTR_FINAL, TRIAL_PARAMS, best_trial, find_study
 
     study = find_study(args.storage, args.study)
     if len(study.directions) > 1:
@@ -219,17 +225,33 @@ def cmd_best(args: argparse.Namespace) -> int:
         from tuner.tracking import find_trial_run
 
         run_id = find_trial_run(args.tracking_uri, experiment, args.study, best.number)
+    final = study.user_attrs.get(ATTR_FINAL) or {}
     info = {"study": args.study, "trial": best.number, "value": best.value,
             "params": best.user_attrs.get(TRIAL_PARAMS, best.params),
-            "mlflow_experiment_id": experiment, "mlflow_run_id": run_id}
+            "mlflow_experiment_id": experiment, "mlflow_run_id": run_id, "final": final}
     if args.json:
         print(json.dumps(info, default=str))
         return 0
     _out.print(f"study {args.study}: best trial {best.number}, value {best.value:.6g}")
     for key, value in info["params"].items():
         _out.print(f"  {key} = {_fmt(value)}")
+    for line in _final_lines(final):
+        _out.print(line)
     _out.print(f"MLflow run: {run_id or 'not tracked'} (experiment {experiment or '-'})")
     return 0
+
+
+def _final_lines(final: dict[str, Any]) -> list[str]:
+    """How the study chose its final model, and how much of the best value was luck."""
+    if not final:
+        return []
+    lines = [f"final model: {final['kind']}, trial{'s' if len(final['trials']) > 1 else ''} "
+             f"{', '.join(map(str, final['trials']))} ({final['reason']})"]
+    if final.get("optimism") is not None:
+        lines.append(f"optimism of the best value: {final['optimism']:+.4g} (best "
+                     f"{final['raw_best_value']:.4g} on validation, "
+                     f"{final['raw_best_reevaluated']:.4g} re-evaluated: {final['plan']})")
+    return lines
 
 
 def _print_front(study: Any, as_json: bool) -> int:

@@ -6,7 +6,7 @@ split is never looked at while tuning. Bad data are a one-line `DataError`, rais
 study or MLflow run exists.
 """
 
-from tuner.data._dataset import Dataset, Split, final_dataset, load_dataset
+from tuner.data._dataset import Dataset, Split, final_dataset, load_dataset, reshuffled_folds
 from tuner.data._metrics import (
     classification_metrics,
     confusion_matrix,
@@ -20,5 +20,5 @@ from tuner.data._sources import RawData, read_source
 __all__ = [
     "Dataset", "Preprocessor", "RawData", "Scaler", "Split", "Table", "classification_metrics",
     "clean", "confusion_matrix", "final_dataset", "fit_preprocessor", "load_dataset",
-    "log_softmax", "read_source", "regression_metrics", "roc_auc",
+    "log_softmax", "read_source", "regression_metrics", "reshuffled_folds", "roc_auc",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from tuner.data._sources import read_source, signature
 from tuner.errors import DataError
 from tuner.space import DataSpec
 
-__all__ = ["Dataset", "Scaler", "Split", "final_dataset", "load_dataset"]
+__all__ = ["Dataset", "Scaler", "Split", "final_dataset", "load_dataset", "reshuffled_folds"]
 
 _EXAMPLE_ROWS = 100  # training rows kept as read: input example (5) and signature types
 
@@ -82,6 +82,23 @@ def final_dataset(spec: DataSpec, holdout: bool) -> Dataset:
     if holdout:
         rest, val = _split(table, rest, spec.val_fraction, spec, "early-stopping")
     return _assemble(table, spec, rest, val, test)
+
+
+def reshuffled_folds(spec: DataSpec, k: int, repeat: int) -> tuple[Dataset, ...]:
+    """k cross-validation folds of train + validation (no test split), shuffled by
+    (`spec.seed`, `repeat`): validation rows other than the study's, for re-evaluating the best
+    configurations. Cached per process, like the data set."""
+    return _reshuffled(spec, signature(spec), k, repeat)
+
+
+@functools.lru_cache(maxsize=4)
+def _reshuffled(spec: DataSpec, sig: tuple[Any, ...], k: int, repeat: int) -> tuple[Dataset, ...]:
+    table = _table(spec, sig)
+    rest, _ = _test_rows(table, spec)
+    shuffle = int(np.random.SeedSequence([spec.seed, 1 + repeat]).generate_state(1)[0] % 2**31)
+    shuffled = replace(spec, cv_folds=k, seed=shuffle)
+    return tuple(_assemble(table, spec, train, val, None, with_test=False)
+                 for train, val in _folds(table, rest, shuffled))
 
 
 @functools.lru_cache(maxsize=2)

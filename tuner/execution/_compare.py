@@ -35,7 +35,7 @@ from tuner.analysis import (
 )
 from tuner.data import Dataset, load_dataset
 from tuner.errors import OptionError, TunerError, check_name
-from tuner.execution._options import RunOptions, check_at_least, check_choice
+from tuner.execution._options import RunOptions, check_at_least, check_choice, check_flag
 from tuner.execution._run import run_study
 from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, counted_trials, describe, open_storage
 from tuner.space import (
@@ -74,6 +74,7 @@ class CompareOptions:
     threads: int | None = None
     log_model: bool = True
     views: bool = True  # Optuna's plots per study: 3-8 s each
+    refit: bool = True  # each study's final model retrained on train + validation
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -90,6 +91,7 @@ class CompareOptions:
                 self.target, int | float) or not math.isfinite(self.target)):
             raise OptionError("target", f"must be a finite number, got {self.target!r}")
         check_name("name", self.name)
+        check_flag("refit", self.refit)
 
 
 class Listener(Protocol):
@@ -206,7 +208,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
                 storage=options.storage, study_name=plan.name, experiment=experiment,
                 tracking_uri=options.tracking_uri, log_model=options.log_model,
                 threads=options.threads, progress=False, views=options.views, parent_run_id=run_id,
-                extra_tags=tuple(extra), on_trial=on_trial))
+                extra_tags=tuple(extra), on_trial=on_trial, refit=options.refit))
             if result.interrupted:
                 interrupted = True
                 break

@@ -1,7 +1,8 @@
 """The final model: one configuration retrained on train + validation, evaluated once on the
 test split, logged to MLflow with its preprocessing; and configurations exported to YAML.
 
-`tuner evaluate STUDY` takes the study's best trial; `tuner train FILE` takes a space file whose
+`tuner evaluate STUDY` takes the trial the study chose (its best, unless re-evaluation chose
+another); `tuner train FILE` takes a space file whose
 parameters are all fixed (what `tuner export STUDY` writes). Both train the same way, so a
 configuration exported from a study and trained again reproduces `evaluate`'s figures.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from optuna.trial import FrozenTrial
 
 from tuner.analysis import confusion_png, residual_png
 from tuner.data import Dataset, confusion_matrix, final_dataset
@@ -26,14 +28,14 @@ from tuner.search import (
     TRIAL_PARAMS,
     TRIAL_SEED,
     best_epoch,
-    best_trial,
+    final_trial,
     find_study,
     front_trial,
     stored_space,
 )
 from tuner.space import EarlyStopping, FixedParam, Space
 from tuner.tracking import Tracker, register_model, run_experiment
-from tuner.training import criterion, evaluate, predict, train
+from tuner.training import FitResult, criterion, evaluate, predict, train
 
 ROLE = "final"  # the `tuner.role` tag of a final model's MLflow run
 
@@ -90,17 +92,47 @@ class FinalResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What turns a trial into a final model: its parameters, its torch seed, and as many epochs
+    as gave the weights it kept."""
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    epochs: int
+
+
+def recipe_of(trial: FrozenTrial, space: Space) -> Recipe:
+    return Recipe(trial.number, dict(trial.user_attrs.get(TRIAL_PARAMS, trial.params)),
+                  int(trial.user_attrs.get(TRIAL_SEED, 0)), best_epoch(trial, space))
+
+
+def retrain(space: Space, params: dict[str, Any], seed: int, epochs: int, data: Dataset,
+            early_stopping: bool = False) -> FitResult:
+    """Train a configuration on `data` (`final_dataset`: train + validation) for `epochs`
+    epochs; with `early_stopping`, at most that many, stopping on the held-out slice. The one
+    retraining of a final model: `tuner evaluate`, `tuner train` and the study's refit."""
+    early = None
+    if early_stopping:
+        early = space.training.early_stopping or EarlyStopping(
+            space.objective.metric, space.objective.direction)
+    return train(space, params, data, seed, max_epochs=epochs, early_stopping=early)
+
+
 def evaluate_study(study_name: str, storage: str | None, options: FinalOptions) -> FinalResult:
+    """Retrain the study's final configuration (the trial it chose; with several objectives, a
+    Pareto-front member) on train + validation and test it once."""
     study = find_study(storage, study_name)
     space = stored_space(study)
     best = front_trial(study, options.front_index, options.where) if len(study.directions) > 1 \
-        else best_trial(study)
-    params = dict(best.user_attrs.get(TRIAL_PARAMS, best.params))
-    seed = int(best.user_attrs.get(TRIAL_SEED, 0)) if options.seed is None else options.seed
+        else final_trial(study)
+    recipe = recipe_of(best, space)
+    seed = recipe.seed if options.seed is None else options.seed
     epochs = options.epochs or (space.training.max_epochs if options.early_stopping
-                                else best_epoch(best, space))
+                                else recipe.epochs)
     parent = study.user_attrs.get(ATTR_PARENT_RUN)
-    return _train(space, params, seed, epochs, options, f"{study_name}-final",
+    return _train(space, recipe.params, seed, epochs, options, f"{study_name}-final",
                   f"study {study_name}, trial {best.number}",
                   {"study": study_name, "trial_number": str(best.number)}, parent)
 
@@ -127,11 +159,8 @@ def _train(space: Space, params: dict[str, Any], seed: int, epochs: int, options
     started = time.perf_counter()
     torch.set_num_threads(options.threads or max(1, os.cpu_count() or 1))
     data = final_dataset(space.data, holdout=options.early_stopping)  # bad data fail here
-    early = None
-    if options.early_stopping:
-        early = space.training.early_stopping or EarlyStopping(
-            space.objective.metric, space.objective.direction)
-    result = train(space, params, data, seed, max_epochs=epochs, early_stopping=early)
+    result = retrain(space, params, seed, epochs, data, options.early_stopping)
+    early = options.early_stopping
     model = result.model
     test = evaluate(model, data, data.test, loss_fn=criterion(data, space.training.loss))
     out = predict(model, data.test.x).numpy()

@@ -1,6 +1,9 @@
-"""Finishing a study: its chosen trial (the best one; with several objectives, the first member of
-the Pareto front) evaluated once on the held-out test split, and the parent run's record: the
-summary metrics, space, parameters and trials, Optuna's views (or the Pareto front's), the model.
+"""Finishing a study, in one place: its final configuration chosen on validation (the best trial,
+or the best of the top trials re-evaluated on fresh folds, or an ensemble of them; with several
+objectives, the first member of the Pareto front), its final model (refit on train + validation
+by default), that model evaluated once on the held-out test split, and the parent run's record:
+the summary metrics, how the choice was made, space, parameters and trials, Optuna's views (or
+the Pareto front's), the model.
 """
 
 from __future__ import annotations
@@ -9,20 +12,26 @@ import json
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial
 
 from tuner.analysis import front_views, study_views
+from tuner.execution._final import recipe_of
 from tuner.execution._models import data_metrics, log_models
+from tuner.execution._reevaluate import Choice, choose, top_trials
+from tuner.execution._refit import FinalModel, custom_refit, final_model
+from tuner.execution._runs import StudyRuns
 from tuner.execution._session import Session
-from tuner.search import TRIAL_PARAMS, TRIAL_SEED, pareto_front, pick
-from tuner.training import criterion, evaluate, train
+from tuner.search import ATTR_FINAL, TRIAL_PARAMS, pareto_front, pick
+from tuner.space import ReevaluationPlan, Space
+from tuner.training import criterion, evaluate
 
 _CHOSEN = "best_trial_number"  # parent-run tag: the trial whose model the run holds
+_SIGNATURE = "final_signature"  # parent-run tag: what the logged final model was made from
 
 
 def chosen_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's answer: its best trial, or the first member of its Pareto front."""
+    """The study's answer before any re-evaluation: its best trial, or the first member of its
+    Pareto front."""
     if len(study.directions) > 1:
         if not pareto_front(study):
             return None
@@ -34,9 +43,11 @@ def chosen_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def finish_study(session: Session, log_model: bool, views: bool) -> dict[str, Any]:
-    """Evaluate the chosen trial once on the test split; log the study's summary and model.
-    Returns {"test_metrics": ..., "model_uri": ...} ({} without a complete trial)."""
+def finish_study(session: Session, log_model: bool, views: bool,
+                 refit: bool = True) -> dict[str, Any]:
+    """Choose the final model, evaluate it once on the test split, log the study's summary and
+    model. Returns {"test_metrics", "model_uri", "test_model", "final"} ({} without a complete
+    trial; a custom trainer without a refit hook has no test metrics)."""
     study, space, runs = session.study, session.space, session.runs
     chosen = chosen_trial(study)
     if chosen is None:
@@ -45,52 +56,136 @@ def finish_study(session: Session, log_model: bool, views: bool) -> dict[str, An
     if not space.multi:
         summary["best_value"] = float(chosen.value or 0.0)
     if runs is not None and space.multi:
-        front = [m.number for m in pareto_front(study)]
-        runs.tracker.log_artifacts(runs.parent, {**front_views(study), "space.yaml": space.text},
-                                   folder="pareto")
-        runs.tracker.log_summary(runs.parent, {"front_size": len(front)},
-                                 {"pareto_front": json.dumps(front)})
-    if space.model != "mlp":  # a custom trainer's model is its own: nothing to retrain
-        if runs is not None:
-            runs.tracker.log_summary(runs.parent, summary, {_CHOSEN: str(chosen.number)})
-        return {}
-    if session.stats.ran == 0 and runs is not None:
-        tags, logged = runs.tracker.run_data(runs.parent)
-        if tags.get(_CHOSEN) == str(chosen.number):
-            # Nothing new since the last evaluation: report it instead of repeating it.
-            test = {k[5:]: v for k, v in logged.items() if k.startswith("test_")}
-            return {"test_metrics": test, "model_uri": tags.get("model_uri")}
-    model = _model_of(session, chosen)
-    test = evaluate(model, session.data, session.data.test,
-                    loss_fn=criterion(session.data, space.training.loss))
-    final: dict[str, Any] = {"test_metrics": test, "model_uri": None}
+        _log_front(runs, study, space)
+    if space.model != "mlp":
+        return _finish_custom(session, chosen, summary, refit)
+    refit = refit and not space.multi  # a Pareto-front member keeps its own model
+    plan = reevaluation_plan(session)
+    signature = _signature(study, chosen, plan, refit)
+    reused = _reuse(session, signature)
+    if reused is not None:
+        return reused
+    choice = choose(space, study, chosen, plan) if not space.multi else _front_choice(
+        space, chosen)
+    final = final_model(session, choice.members, refit)
+    # The one test evaluation of this final model.
+    test = evaluate(final.model, final.data, final.data.test,
+                    loss_fn=criterion(final.data, space.training.loss))
+    record = {**choice.as_dict(), "refit": refit, "final_model_s": round(final.seconds, 3)}
+    study.set_user_attr(ATTR_FINAL, record)
+    result: dict[str, Any] = {"test_metrics": test, "model_uri": None,
+                              "test_model": final.description, "final": record}
     if runs is None:
-        return final
-    tracker, parent = runs.tracker, runs.parent
-    tracker.log_summary(parent, {**summary, **{f"test_{k}": v for k, v in test.items()},
-                                 **data_metrics(session.data)}, {_CHOSEN: str(chosen.number)})
-    tracker.log_artifacts(parent, {
+        return result
+    _log_summary(session, runs, summary, choice, final, test, signature)
+    _log_artifacts(runs, study, space, chosen, record)
+    if views and not space.multi:
+        _log_views(runs, study)
+    if log_model:
+        result["model_uri"] = _log_model(runs, final)
+    return result
+
+
+def reevaluation_plan(session: Session) -> ReevaluationPlan:
+    """The space's `study.final`, resolved for the study's validation split."""
+    data, spec = session.data, session.space.data
+    share = spec.val_fraction / (1.0 - (0.0 if spec.own_test else spec.test_fraction))
+    plan = session.space.study.final.plan(len(data.val) or len(data.train), share)
+    return plan if not session.space.multi else ReevaluationPlan(0, plan.folds, 1, 0)
+
+
+def _front_choice(space: Space, chosen: FrozenTrial) -> Choice:
+    return Choice("single", (recipe_of(chosen, space),), float("nan"),
+                  f"trial {chosen.number}: the first member of the Pareto front",
+                  chosen.number, float("nan"))
+
+
+def _signature(study: optuna.Study, chosen: FrozenTrial, plan: ReevaluationPlan,
+               refit: bool) -> str:
+    """What the final model is made from: the trials that could be chosen and how."""
+    numbers = [t.number for t in top_trials(study, plan.top_k, study.direction.name.lower())] \
+        if plan.on else [chosen.number]
+    return json.dumps({"trials": numbers, "plan": plan.describe(), "refit": refit})
+
+
+def _reuse(session: Session, signature: str) -> dict[str, Any] | None:
+    """Nothing new since the last finish of this study, logged with the same signature: report
+    that evaluation instead of repeating it (the test split is used once per final model)."""
+    runs = session.runs
+    if session.stats.ran != 0 or runs is None:
+        return None
+    tags, logged = runs.tracker.run_data(runs.parent)
+    if tags.get(_SIGNATURE) != signature:
+        return None
+    test = {k[5:]: v for k, v in logged.items() if k.startswith("test_")}
+    return {"test_metrics": test, "model_uri": tags.get("model_uri"),
+            "test_model": tags.get("test_model"),
+            "final": session.study.user_attrs.get(ATTR_FINAL, {})}
+
+
+def _finish_custom(session: Session, chosen: FrozenTrial, summary: dict[str, float],
+                   refit: bool) -> dict[str, Any]:
+    """A custom trainer's model is its own: its refit hook (if any) refits and tests it."""
+    runs, space = session.runs, session.space
+    refitted = custom_refit(space, chosen) if refit and not space.multi else None
+    tags = {_CHOSEN: str(chosen.number)}
+    if refitted is None:
+        if runs is not None:
+            runs.tracker.log_summary(runs.parent, summary, tags)
+        return {}
+    test, description = refitted
+    if runs is not None:
+        runs.tracker.log_summary(runs.parent, {**summary, **{f"test_{k}": v for k, v in
+                                                            test.items()}},
+                                 {**tags, "test_model": description})
+    return {"test_metrics": test, "model_uri": None, "test_model": description}
+
+
+def _log_front(runs: StudyRuns, study: optuna.Study, space: Space) -> None:
+    front = [m.number for m in pareto_front(study)]
+    runs.tracker.log_artifacts(runs.parent, {**front_views(study), "space.yaml": space.text},
+                               folder="pareto")
+    runs.tracker.log_summary(runs.parent, {"front_size": len(front)},
+                             {"pareto_front": json.dumps(front)})
+
+
+def _log_summary(session: Session, runs: StudyRuns, summary: dict[str, float], choice: Choice,
+                 final: FinalModel, test: dict[str, float], signature: str) -> None:
+    """Test metrics, and how the final model was chosen: its trials, the validation score it
+    stands on, the raw best's re-evaluated score and optimism (the MLflow UI shows them)."""
+    metrics = {**summary, **{f"test_{k}": v for k, v in test.items()},
+               **data_metrics(session.data), "chosen_trial": choice.members[0].number,
+               "final_model_s": final.seconds}
+    optional = {"chosen_value": choice.value, "raw_best_reevaluated": choice.raw_reevaluated,
+                "optimism": choice.optimism, "ensemble_value": choice.ensemble_value,
+                "reevaluate_s": choice.seconds if choice.plan != "off" else None}
+    metrics.update({k: v for k, v in optional.items() if v is not None and v == v})
+    tags = {_CHOSEN: str(choice.members[0].number), _SIGNATURE: signature,
+            "final_kind": choice.kind, "final_trials": ",".join(str(m.number) for m in
+                                                                choice.members),
+            "final_reason": choice.reason, "test_model": final.description,
+            "refit": str(final.refit).lower(), "reevaluation": choice.plan}
+    runs.tracker.log_summary(runs.parent, metrics, tags)
+
+
+def _log_artifacts(runs: StudyRuns, study: optuna.Study, space: Space, chosen: FrozenTrial,
+                   record: dict[str, Any]) -> None:
+    runs.tracker.log_artifacts(runs.parent, {
         "space.yaml": space.text,
         "best_params.json": json.dumps(chosen.user_attrs.get(TRIAL_PARAMS, chosen.params),
                                        indent=2, default=str),
+        "final_choice.json": json.dumps(record, indent=2, default=str),
         "trials.csv": study.trials_dataframe().to_csv(index=False),
     })
-    if views and not space.multi:
-        tracker.log_artifacts(parent, study_views(study), folder="views")
-    if log_model:
-        # The PyTorch model; for tables also a scorer of raw rows (pipeline + model).
-        final["model_uri"], scorer = log_models(tracker, parent, model, session.data)
-        tracker.log_summary(parent, {}, {"model_uri": final["model_uri"],
-                                         **({"scorer_uri": scorer} if scorer else {})})
-    return final
 
 
-def _model_of(session: Session, chosen: FrozenTrial) -> torch.nn.Module:
-    """The chosen trial's model: kept if this process trained it, else trained again with the
-    same parameters and seed (a cross-validated trial kept none: it trains on the train split)."""
-    kept = session.best
-    if kept is not None and kept.number == chosen.number and kept.fit is not None:
-        return kept.fit.model
-    params = chosen.user_attrs.get(TRIAL_PARAMS, chosen.params)
-    return train(session.space, params, session.data,
-                 int(chosen.user_attrs.get(TRIAL_SEED, 0))).model
+def _log_views(runs: StudyRuns, study: optuna.Study) -> None:
+    runs.tracker.log_artifacts(runs.parent, study_views(study), folder="views")
+
+
+def _log_model(runs: StudyRuns, final: FinalModel) -> str:
+    """The PyTorch model; for tables also a scorer of raw rows (pipeline + model)."""
+    model_uri, scorer = log_models(runs.tracker, runs.parent, final.model, final.data)
+    runs.tracker.log_summary(runs.parent, {}, {"model_uri": model_uri,
+                                               **({"scorer_uri": scorer} if scorer else {})})
+    return model_uri

@@ -45,6 +45,9 @@ class RunOptions:
     warm_start: str | None = None  # copy the fitting trials of this study into a new one
     patience: int | None = None  # stop after this many trials without a better best value
     timeout: float | None = None  # seconds; no trial starts after them, the running one ends
+    # The final model: the chosen configuration retrained on train + validation (True), or the
+    # chosen trial's own model, trained on the train split (False, `--no-refit`).
+    refit: bool = True
 
     def __post_init__(self) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
@@ -56,11 +59,17 @@ class RunOptions:
         check_at_least("heartbeat_timeout", self.heartbeat_timeout, 1.0, unit=" s")
         check_at_least("storage_retry_s", self.storage_retry_s, 0.0, unit=" s")
         check_name("study_name", self.study_name)
+        check_flag("refit", self.refit)
         for name in ("storage", "experiment", "tracking_uri", "dask", "enqueue_file",
                      "warm_start"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise OptionError(name, f"must be a non-empty string, got {value!r}")
+
+
+def check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise OptionError(name, f"must be true or false, got {value!r}")
 
 
 def check_choice(name: str, value: str | None, choices: tuple[str, ...],
@@ -114,6 +123,11 @@ class StudyResult:
     tracking_background_s: float = 0.0  # MLflow calls written by the background thread
     stopped: str | None = None  # the stopping rule that ended the study early, if one did
     all_failed: bool = False  # every trial of the study failed (the CLI exits with code 1)
+    # Which model `test_metrics` belong to ("trial 12, refit on train + validation (...)").
+    test_model: str | None = None
+    # How the final model was chosen, on validation only: kind (single, re-evaluated,
+    # ensemble), trials, the score it stands on, reason, the raw best's optimism, timings.
+    final: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -96,7 +96,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
                           runs, options.heartbeat_timeout, rules)
         interrupted, final = _drive(session, options, threads, notes)
         return study_result(session, started, interrupted, describe(options.storage), final, notes,
-                       tracker)
+                            tracker)
     finally:
         if tracker is not None:
             tracker.close()
@@ -125,7 +125,8 @@ def _drive(session: Session, options: RunOptions, threads: int,
             raise RuntimeError(f"the study has {done} of {session.target} trials after all "
                                "workers ended (see the notes above); run the same command to "
                                "resume")
-        final = {} if interrupted else finish_study(session, options.log_model, options.views)
+        final = {} if interrupted else finish_study(session, options.log_model, options.views,
+                                                    options.refit)
     except BaseException as exc:
         killed = isinstance(exc, KeyboardInterrupt)
         session.abort(killed)
@@ -157,7 +158,7 @@ def run_elsewhere(session: Session, options: RunOptions, threads: int,
 
 
 def study_result(session: Session, started: float, interrupted: bool, storage: str,
-            final: dict[str, Any], notes: list[str], tracker: Tracker | None) -> StudyResult:
+                 final: dict[str, Any], notes: list[str], tracker: Tracker | None) -> StudyResult:
     trials = session.study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = session.study.best_trial if complete and not session.space.multi else None
@@ -191,4 +192,6 @@ def study_result(session: Session, started: float, interrupted: bool, storage: s
         storage_s=round(session.stats.storage_s + session.storage_seconds(), 3),
         stopped=session.stats.stopped,
         all_failed=all_failed,
+        test_model=final.get("test_model"),
+        final=final.get("final", {}),
     )

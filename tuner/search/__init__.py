@@ -13,7 +13,7 @@ from tuner.search._heartbeat import (
     interval_for,
     reap_stale,
 )
-from tuner.search._lookup import best_epoch, best_trial, find_study, stored_space
+from tuner.search._lookup import best_epoch, best_trial, final_trial, find_study, stored_space
 from tuner.search._optuna import trial_id
 from tuner.search._pareto import (
     FrontMember,
@@ -52,6 +52,7 @@ from tuner.search._storage import (
 from tuner.search._study import (
     ATTR_CANONICAL,
     ATTR_EXPERIMENT,
+    ATTR_FINAL,
     ATTR_HASH,
     ATTR_OBJECTIVES,
     ATTR_PARENT_RUN,
@@ -107,6 +108,7 @@ __all__ = [
     "ATTR_CANONICAL",
     "ATTR_EXPERIMENT",
     "ATTR_FALLBACK",
+    "ATTR_FINAL",
     "ATTR_HASH",
     "ATTR_OBJECTIVES",
     "ATTR_PARENT_RUN",
@@ -161,6 +163,7 @@ __all__ = [
     "diff_spaces",
     "discard_if_unused", "enqueue_grid",
     "enqueue_known",
+    "final_trial",
     "find_study",
     "finite",
     "format_front",

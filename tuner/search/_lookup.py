@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import TunerError
 from tuner.search._storage import describe, open_storage
-from tuner.search._study import ATTR_SPACE_FILE, ATTR_SPACE_TEXT, TRIAL_BEST_EPOCH
+from tuner.search._study import ATTR_FINAL, ATTR_SPACE_FILE, ATTR_SPACE_TEXT, TRIAL_BEST_EPOCH
 from tuner.space import Space, parse_space
 
 
@@ -45,6 +45,17 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
         return study.best_trial
     except ValueError:
         raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
+
+
+def final_trial(study: optuna.Study) -> FrozenTrial:
+    """The trial the study chose as its final configuration when it was finished (re-evaluation
+    may choose another than the best; for an ensemble, its best member), else its best trial."""
+    best = best_trial(study)
+    chosen = (study.user_attrs.get(ATTR_FINAL) or {}).get("trials") or [best.number]
+    if chosen[0] == best.number:
+        return best
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == chosen[0]]
+    return found[0] if found else best
 
 
 def best_epoch(trial: Any, space: Space) -> int:

@@ -6,6 +6,7 @@ samplers and the grid). Every problem is a one-line `SpaceError` naming file, li
 """
 
 from tuner.space._data import BUNDLED, DataSpec, SyntheticSpec
+from tuner.space._final import FinalSpec, ReevaluationPlan
 from tuner.space._grid import GRID_LIMIT, Grid
 from tuner.space._hyperparameters import HYPERPARAMETERS, TrialConfig, check_value
 from tuner.space._metrics import METRICS, Metric, is_better, metrics_for
@@ -55,6 +56,7 @@ __all__ = [
     "DataSpec",
     "Document",
     "EarlyStopping",
+    "FinalSpec",
     "FixedParam",
     "FloatParam",
     "Grid",
@@ -65,6 +67,7 @@ __all__ = [
     "Param",
     "ParameterSpace",
     "PrunerSpec",
+    "ReevaluationPlan",
     "Scalar",
     "Space",
     "StudyDefaults",

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from tuner.space._data import BUNDLED as BUNDLED  # re-exported: the bundled set
 from tuner.space._data import DataSpec, parse_data
 from tuner.space._data import check_keys as _check_keys
 from tuner.space._data import get as _get
+from tuner.space._final import FinalSpec, parse_final
 from tuner.space._hyperparameters import check_value
 from tuner.space._metrics import METRICS, metrics_for
 from tuner.space._parameters import ParameterSpace, parse_parameters
@@ -111,6 +112,7 @@ class StudyDefaults:
     trials: int = 30
     seed: int = 0
     pruner: PrunerSpec = PrunerSpec()
+    final: FinalSpec = field(default_factory=FinalSpec)  # how the final model is chosen (tuner.space._final)
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ def parse_space(text: str, *, file: str = "<space>", default_name: str = "space"
     training = _training(doc, _section(doc, raw, "training"), objective, data.task, custom)
     study_raw = _section(doc, raw, "study")
     study = _study(doc, study_raw)
+    study = replace(study, final=parse_final(doc, study_raw.get("final"), custom,
+                                             len(objectives) > 1))
     grid_points = _get(doc, study_raw, ("study",), "grid_points", int, 3, minimum=1,
                        maximum=MAX_GRID_POINTS)
     if "params" not in raw:
@@ -195,7 +199,9 @@ def parse_space(text: str, *, file: str = "<space>", default_name: str = "space"
         raise doc.error(("study", "strategy"), f"strategy {study.strategy!r} cannot search "
                         f"several objectives; use one of {', '.join(MULTI_STRATEGIES)}")
     searched = {k: v for k, v in raw.items() if k not in ("name", "description", "study")}
-    searched["study"] = {k: v for k, v in study_raw.items() if k not in ("trials", "strategy", "seed")}
+    # The budget, the seed and how the final model is chosen do not change what is searched.
+    searched["study"] = {k: v for k, v in study_raw.items()
+                         if k not in ("trials", "strategy", "seed", "final")}
     canonical = json.dumps(searched, sort_keys=True, default=str)
     return Space(name, file, text, data, objective, training, study, params, canonical,
                  model, trainer, objectives, constraints, enqueue)
@@ -361,7 +367,7 @@ def _parameters(doc: Document, raw: Any, grid_points: int) -> ParameterSpace:
 
 def _study(doc: Document, raw: Mapping[str, Any]) -> StudyDefaults:
     path = ("study",)
-    _check_keys(doc, path, raw, {"strategy", "trials", "seed", "pruner", "grid_points"})
+    _check_keys(doc, path, raw, {"strategy", "trials", "seed", "pruner", "grid_points", "final"})
     strategy = _get(doc, raw, path, "strategy", str, "tpe", choices=STRATEGIES)
     trials = _get(doc, raw, path, "trials", int, 30, minimum=1)
     seed = _get(doc, raw, path, "seed", int, 0, minimum=0)

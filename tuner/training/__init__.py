@@ -6,7 +6,17 @@ tracking and the stop flag are callbacks that the execution layer hands in), whi
 stop training.
 """
 
-from tuner.training._custom import Reporter, Trainer, final_metrics, load_trainer, resolve, using
+from tuner.training._custom import (
+    Refit,
+    Reporter,
+    Trainer,
+    final_metrics,
+    load_trainer,
+    refit_hook,
+    resolve,
+    using,
+)
+from tuner.training._ensemble import Ensemble, average_outputs
 from tuner.training._fit import (
     Callback,
     FitResult,
@@ -15,13 +25,15 @@ from tuner.training._fit import (
     evaluate,
     fit,
     predict,
+    score,
     train,
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
 from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
 
 __all__ = [
-    "Callback", "FitResult", "NonFiniteLoss", "RawRowScorer", "Reporter", "ScoringModel",
-    "Trainer", "build_mlp", "build_optimizer", "criterion", "evaluate", "final_metrics", "fit",
-    "latency_ms_per_1k", "load_trainer", "parameter_count", "predict", "resolve", "train", "using",
+    "Callback", "Ensemble", "FitResult", "NonFiniteLoss", "RawRowScorer", "Refit", "Reporter",
+    "ScoringModel", "Trainer", "average_outputs", "build_mlp", "build_optimizer", "criterion",
+    "evaluate", "final_metrics", "fit", "latency_ms_per_1k", "load_trainer", "parameter_count",
+    "predict", "refit_hook", "resolve", "score", "train", "using",
 ]

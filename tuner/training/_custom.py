@@ -73,6 +73,20 @@ class Reporter:
         return self.patience is not None and self._since_best >= self.patience
 
 
+class Refit(Protocol):
+    """A custom trainer's optional refit hook, its attribute `refit`: train the chosen
+    configuration on all the training rows (train + validation) for `epochs` epochs with `seed`,
+    evaluate it once on the trainer's own test split, and return those test metrics."""
+
+    def __call__(self, params: Mapping[str, Any], seed: int, epochs: int) -> Mapping[str, float]: ...
+
+
+def refit_hook(trainer: Trainer) -> Refit | None:
+    """The trainer's `refit` attribute, if it has a callable one."""
+    hook = getattr(trainer, "refit", None)
+    return hook if callable(hook) else None
+
+
 _ACTIVE: dict[str, Trainer] = {}  # space hash -> trainer passed to the Python API
 
 

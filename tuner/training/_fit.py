@@ -199,7 +199,12 @@ def evaluate(model: nn.Module, data: Dataset, split: Split, prefix: str = "",
     units). `loss_fn` defaults to the data's default criterion."""
     if not len(split):
         return {}
-    out = predict(model, split.x)
+    return score(data, split, predict(model, split.x), prefix, loss_fn)
+
+
+def score(data: Dataset, split: Split, out: torch.Tensor, prefix: str = "",
+          loss_fn: nn.Module | None = None) -> dict[str, float]:
+    """`evaluate` from outputs computed already (an ensemble's averaged outputs)."""
     if data.task == "regression":
         out = out.squeeze(1)
     with torch.inference_mode():
