@@ -53,7 +53,8 @@ def start(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
 
 def test_a_run_killed_on_postgresql_is_recovered_by_the_next_run(
         workdir: Path, tracking_uri: str, pg_database: str) -> None:  # noqa: F811
-    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 4"),
+    # Long enough (about 3 s) to be found training before the kill.
+    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 12"),
                         "slow.yaml")
     url = pg_url(pg_database)
     args = ["run", str(space), "--storage", url, "--trials", "1", "--heartbeat-timeout", "2",
@@ -260,8 +261,10 @@ def test_a_trial_declared_lost_while_it_still_trains_keeps_one_outcome(
 
     def another_worker() -> None:
         storage = open_storage(journal)
+        # A trial that has its parameters (sampled, recorded) and trains.
         trial = wait_for(lambda: next((t for t in trials_of(storage, "tiny-random-seed0")
-                                       if t.state == TrialState.RUNNING), None), 120, "a trial")
+                                       if t.state == TrialState.RUNNING and t.params
+                                       and "params" in t.user_attrs), None), 120, "a trial")
         study = optuna.load_study(study_name="tiny-random-seed0", storage=storage)
         handle = StudyHandle(study, storage.get_study_id_from_name("tiny-random-seed0"), storage, False)
         reaped.extend(reap_stale(handle, timeout=-1))  # as if its heartbeat had stopped
