@@ -22,7 +22,7 @@ from optuna.storages import BaseStorage, RDBStorage, get_storage
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend, JournalStorage
 from optuna.trial import TrialState
 
-from tuner.errors import StorageError, first_line, redact
+from tuner.errors import StorageError, first_line, redact, require_extra
 
 DEFAULT_STORAGE = "tuner.journal"
 RETRY_S = 30.0  # how long a storage may be unreachable before the run gives up
@@ -55,6 +55,10 @@ def kind_of(url: str) -> str:
 def open_storage(url: str | None, retry_s: float = RETRY_S) -> RetryingStorage:
     url = url or DEFAULT_STORAGE
     kind = kind_of(url)
+    if url.startswith(("postgresql", "postgres")):
+        require_extra("postgres", f"the storage {url}")
+    elif kind == "redis":
+        require_extra("redis", f"the storage {url}")
     try:
         inner: BaseStorage
         if kind in ("rdb", "sqlite"):

@@ -7,6 +7,7 @@ calls (start, params, one batch of metrics, end) instead of one call per metric 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tuner.errors import redact
+from tuner.errors import redact, require_extra
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
 
@@ -33,6 +34,21 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
 
 
 
+def store_uri(tracking_uri: str | None) -> str:
+    """The tracking URI as MLflow gets it: None is MLFLOW_TRACKING_URI or MLflow's default; a
+    PostgreSQL database needs the postgres extra, and a bare `postgresql://` gets the driver that
+    is installed (SQLAlchemy 2.1 would assume psycopg 3)."""
+    uri = tracking_uri or str(mlflow.get_tracking_uri())
+    scheme, _, rest = uri.partition("://")
+    if scheme.split("+", 1)[0].lower() not in ("postgresql", "postgres"):
+        return uri
+    require_extra("postgres", f"the tracking URI {uri}")
+    if "+" in scheme:
+        return uri
+    driver = "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+    return f"postgresql+{driver}://{rest}"
+
+
 def client_for(tracking_uri: str | None) -> MlflowClient:
     """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
     MLflow's chatter kept off the user's terminal."""
@@ -41,7 +57,7 @@ def client_for(tracking_uri: str | None) -> MlflowClient:
     # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
     # to do so): that would break `--json` and cost a request per trial.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    return MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    return MlflowClient(store_uri(tracking_uri))
 
 
 class Tracker:
@@ -54,7 +70,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True):
         self.client = client_for(tracking_uri)
-        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.tracking_uri = store_uri(tracking_uri)
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
