@@ -100,12 +100,13 @@ def _band_plotly(bands: dict[str, pd.DataFrame], target: float | None, xlabel: s
     figure = go.Figure()
     for i, (color, (strategy, band)) in enumerate(zip(COLORS * 3, bands.items(), strict=False)):
         shape = {"shape": "hv"}
-        figure.add_trace(go.Scatter(x=band.x, y=band.high, line={"width": 0, **shape},
+        figure.add_trace(go.Scatter(x=band.x, y=band.high, mode="lines", line={"width": 0, **shape},
                                     legendgroup=strategy, showlegend=False, hoverinfo="skip"))
-        figure.add_trace(go.Scatter(x=band.x, y=band.low, line={"width": 0, **shape},
+        figure.add_trace(go.Scatter(x=band.x, y=band.low, mode="lines", line={"width": 0, **shape},
                                     fill="tonexty", fillcolor=_alpha(color), legendgroup=strategy,
                                     showlegend=False, hoverinfo="skip"))
-        figure.add_trace(go.Scatter(x=band.x, y=band["mean"], name=strategy, legendgroup=strategy,
+        figure.add_trace(go.Scatter(x=band.x, y=band["mean"], mode="lines", name=strategy,
+                                    legendgroup=strategy,
                                     line={"color": color, "width": line_width(i),
                                           "dash": PLOTLY_DASHES[i % len(PLOTLY_DASHES)], **shape}))
     if target is not None:

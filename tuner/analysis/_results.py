@@ -107,9 +107,12 @@ def ranked(summary: Mapping[str, Mapping[str, Any]], direction: str) -> dict[str
 
 def comparison_metrics(summary: Mapping[str, Mapping[str, Any]],
                        target: float | None) -> dict[str, float]:
+    """The comparison run's metrics: `target` and `STRATEGY.key` (not `STRATEGY/key`: the MLflow
+    UI makes a chart section of each `/` prefix, empty ones included, in every chart view of
+    the experiment)."""
     metrics = {} if target is None else {"target": target}
     for strategy, values in summary.items():
-        metrics.update({f"{strategy}/{k}": float(v) for k, v in values.items()
+        metrics.update({f"{strategy}.{k}": float(v) for k, v in values.items()
                         if isinstance(v, int | float) and not isinstance(v, bool)})
     return metrics
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tuner.analysis import Comparison, GridPlan, StudyPlan
 
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-_err = Console(file=sys.stderr, highlight=False)
+_err = Console(file=sys.stderr, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def register(sub: Any) -> None:
