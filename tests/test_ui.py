@@ -222,6 +222,11 @@ def test_a_trial_shows_its_curves_and_the_parent_its_logged_model(
     assert re.search(r"Logged models \(1\)", text) and "model_uri" in text
     browser.scroll_to("Logged models")
     screenshot(browser, site, "4-parent-logged-model")
+    # ... and the experiment's "Models" tab lists it, with the run that logged it.
+    text = browser.open(f"{site.url}/#/experiments/{experiment}/models"
+                        "?workflowType=machine_learning", site.study.study)
+    assert "Source run" in text and "Ready" in text  # model `model`, logged from the parent run
+    screenshot(browser, site, "4b-experiment-models")
 
 
 def test_the_comparison_groups_by_strategy_as_the_readme_says(

@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
         "evaluate", help="retrain a study's best configuration on train + validation, "
         "evaluate it once on the test split, log the model")
     evaluate.add_argument("study", help="study name (as `tuner studies` lists them)")
-    evaluate.add_argument("--storage", metavar="URL", help="Optuna storage (default tuner.journal)")
+    evaluate.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
     evaluate.add_argument("--front-index", metavar="I", type=int, help="multi-objective study: the Pareto-"
                           "front member at this position of `tuner best` (default 0)")
     evaluate.add_argument("--where", metavar="CONDITION", help="multi-objective study: the "
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     export = sub.add_parser("export", help="write a study's best configuration as a YAML file "
                             "for `tuner train`")
     export.add_argument("study", help="study name (as `tuner studies` lists them)")
-    export.add_argument("--storage", metavar="URL", help="Optuna storage (default tuner.journal)")
+    export.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
     export.add_argument("--output", "-o", metavar="FILE", help="file to write (default: STUDY.yaml)")
     export.add_argument("--force", action="store_true", help="overwrite an existing file "
                         "(default: refuse)")

@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     run.add_argument("--seed", metavar="N", type=int, help="study seed (default: the space's study.seed)")
     run.add_argument("--pruner", choices=PRUNERS, help="how unpromising trials are stopped "
                      "early (default: the space's study.pruner)")
-    run.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file path, sqlite:///, "
-                     "postgresql://, redis:// (default: tuner.journal)")
+    run.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file path, "
+                     "sqlite:///, postgresql:// (postgres extra), redis:// (redis extra) "
+                     "(default: tuner.journal)")
     run.add_argument("--study", metavar="NAME", help="study name (default: SPACE-STRATEGY-seedN)")
     run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space's name)")
     run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: "
