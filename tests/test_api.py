@@ -4,6 +4,9 @@ and MLflow runs come back as DataFrames."""
 from __future__ import annotations
 
 import doctest
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 import tuner
 import tuner.api
 from tests.conftest import write_space
+from tuner.cli import main
 
 
 def test_every_public_name_resolves_and_the_face_stays_light() -> None:
@@ -67,3 +71,56 @@ params:
     assert len(comparison.studies) == 3 and (workdir / "report" / "report.md").exists()
     trials = comparison.trials
     assert len(trials) >= 6 and trials["value"].between(0.0, 1.0).all()
+    # 3 trials are within TPE's random start-up: random and tpe ran the same parameters.
+    assert comparison.notes and "identical parameters" in comparison.notes[0]
+    assert "**Note**: 3 trials per study" in (workdir / "report" / "report.md").read_text()
+    assert {s["rank"] for s in comparison.strategies.values()} <= {1, 2, 3}
+    with pytest.raises(tuner.OptionError) as clash:  # the same name, other settings
+        tuner.compare(space, tuner.CompareOptions(
+            strategies=("random",), trials=4, repeats=1, tracking_uri=tracking_uri,
+            storage=str(workdir / "cmp.journal"), out=str(workdir / "report"), views=False,
+            log_model=False, threads=1), objective=trainer)
+    message = str(clash.value)
+    assert message.startswith("name: comparison 'toy_compare-compare'") and "trials: 3 -> 4" in message
+    assert message.endswith("use the same settings to resume it, or another name=")
+    assert "--" not in message
+
+
+def test_the_api_keeps_optuna_quiet_and_leaves_the_callers_settings(workdir: Path) -> None:
+    """As the CLI: no "[I ...] A new study created" lines, no ExperimentalWarning (TPE's
+    `group`); the caller's Optuna verbosity and warning filters are as they were."""
+    write_space(workdir)
+    script = textwrap.dedent("""\
+        import warnings
+        import optuna
+        import tuner
+        filters = list(warnings.filters)
+        tuner.run_study(tuner.load_space("tiny.yaml"), tuner.RunOptions(
+            strategy="tpe", trials=2, tracking=False, progress=False, views=False, threads=1))
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert list(warnings.filters) == filters
+        print("done")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=workdir, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    assert "A new study created" not in done.stderr and "[I " not in done.stderr, done.stderr
+    assert "ExperimentalWarning" not in done.stderr, done.stderr
+
+
+def test_api_errors_name_the_api_arguments_and_the_cli_its_flags(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = tuner.load_space(write_space(workdir))
+    journal = str(workdir / "api.journal")
+    result = tuner.run_study(space, tuner.RunOptions(trials=1, storage=journal, tracking=False,
+                                                     progress=False, views=False, threads=1))
+    tuner.export(result.study, "best.yaml", journal)
+    with pytest.raises(tuner.OptionError) as refused:
+        tuner.export(result.study, "best.yaml", journal)  # the README's snippet, run twice
+    assert str(refused.value) == ("output: best.yaml exists; choose another file, or pass "
+                                  "force=True to overwrite it")
+    assert tuner.export(result.study, "best.yaml", journal, force=True).exists()
+    assert main(["export", result.study, "--storage", journal, "-o", "best.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == ("tuner: error: --output: best.yaml exists; choose "
+                                               "another file, or pass --force to overwrite it")
+

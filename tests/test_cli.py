@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
+from tuner import __version__
+from tuner.cli import build_parser, main
+from tuner.cli._reference import documented, expanded_help, subcommands
 
 SLOW_SPACE = """\
 name: slow
@@ -136,3 +141,43 @@ def test_sigint_ends_runs_killed_and_the_study_resumes(workdir: Path, tracking_u
     parents, trials = runs_of(tracking_uri, "sigint")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "RUNNING" not in {r.info.status for r in trials}
+
+
+def test_every_argument_says_what_it_does_and_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Mechanical, so that every new flag is held to it too."""
+    parser = build_parser()
+    commands = subcommands(parser)
+    assert {"run", "worker", "compare", "ui", "dashboard", "evaluate"} <= set(commands)
+    for name, (summary, sub) in commands.items():
+        assert summary.strip(), f"`tuner {name}` has no help line"
+        for action in [*documented(sub), *documented(parser)]:
+            text = expanded_help(sub, action)
+            where = f"tuner {name} {'/'.join(action.option_strings) or action.dest}"
+            assert text.strip(), f"{where} has no help line"
+            if action.option_strings and not action.required:
+                assert "default" in text, f"{where}: the help does not say the default: {text!r}"
+    worker_help = commands["worker"][1].format_help()
+    assert "--dask" not in worker_help  # `tuner worker` has no --dask
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tuner {__version__}"
+
+
+def test_a_finished_study_run_again_shows_its_best_in_a_whole_bar_and_the_ui_link(
+        workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir)
+    name = "a-study-name-long-enough-to-need-room-in-the-bar"
+    args = ["run", str(space), "--trials", "1", "--study", name, "--no-model", "--experiment",
+            "cli-bar", "--threads", "1"]
+    assert tuner(args, workdir, tracking_uri).returncode == 0
+    again = tuner(args, workdir, tracking_uri)  # stderr is a pipe: not a terminal
+    assert again.returncode == 0, again.stderr
+    bar = [line for line in again.stderr.splitlines() if "ETA" in line]
+    assert bar, again.stderr
+    assert re.search(r"best 0\.\d+ pruned 0 failed 0", bar[-1]), bar[-1]  # not "best -"
+    assert re.search(r"ETA \d+:\d\d:\d\d\s*$", bar[-1]) and "…" not in again.stderr, bar[-1]
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name("cli-bar")
+    assert experiment is not None
+    link = (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+            "?workflowType=machine_learning")
+    assert f"{link} (after `tuner ui`)" in again.stdout, again.stdout

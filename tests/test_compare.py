@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -15,9 +17,18 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, metric_history
 from tuner import load_space, parse_space
-from tuner.analysis import StudyPlan, summarise, trials_frame
+from tuner.analysis import (
+    Comparison,
+    StudyPlan,
+    comparison_files,
+    ranked,
+    summarise,
+    trials_frame,
+)
+from tuner.analysis._views import COLORS
 from tuner.cli import main
 from tuner.execution import CompareOptions, plan_grid, repeat_seed, run_comparison
+from tuner.search import STARTUP_TRIALS, shared_start_note
 
 # Median pruning from the first epoch, so that studies record intermediate values.
 PRUNED_SPACE = TINY_SPACE.replace("pruner: none", "pruner: {name: median, startup_trials: 1}") \
@@ -119,7 +130,8 @@ def test_compare_cli_creates_studies_runs_and_report_then_resume_skips_them(
     assert comparison.info.run_id == summary["mlflow_run_id"]
     assert comparison.info.status == "FINISHED"
     assert comparison.data.params["trials"] == "2" and comparison.data.tags["comparison"] == "cmp"
-    assert "grid/best_mean" in comparison.data.metrics and "target" in comparison.data.metrics
+    assert "grid.best_mean" in comparison.data.metrics and "target" in comparison.data.metrics
+    assert not [k for k in comparison.data.metrics if "/" in k]
     parents = {r.data.tags["study"]: r for r in found["study"]}
     assert sorted(parents) == sorted(names)
     client = MlflowClient(tracking_uri)
@@ -184,7 +196,7 @@ class _Recorder:
 
 
 def test_an_aborted_comparison_resumes_its_unfinished_study(
-        workdir: Path, tracking_uri: str) -> None:
+        workdir: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     space = load_space(write_space(workdir))
     options = CompareOptions(strategies=("random", "tpe"), trials=2, repeats=1, name="abort",
                              experiment="cmp-abort", storage=str(workdir / "s.journal"),
@@ -217,6 +229,8 @@ def test_an_aborted_comparison_resumes_its_unfinished_study(
                     "cmp-abort", "--storage", str(workdir / "s.journal"), "--tracking-uri",
                     tracking_uri, "--quiet"])
     assert changed == 2  # other settings under the same name are refused, before any trial
+    assert capsys.readouterr().err.strip().endswith(
+        "use the same settings to resume it, or another --name")
     assert len(load_study("abort-tpe-r0", workdir / "s.journal").trials) == 2
 
 
@@ -236,3 +250,57 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (workdir / "tuner.journal").exists() and not (workdir / "reports").exists()
     assert MlflowClient(tracking_uri).get_experiment_by_name("never-compared") is None
+
+
+def test_a_budget_within_the_start_up_trials_is_said() -> None:
+    note = shared_start_note(("grid", "random", "tpe", "gp"), STARTUP_TRIALS)
+    assert note is not None and "random, tpe, gp run identical parameters" in note
+    assert shared_start_note(("random", "tpe"), STARTUP_TRIALS + 1) is None
+    assert shared_start_note(("grid", "tpe", "cmaes"), 5) is None  # nothing else draws the same
+
+
+def test_strategies_rank_by_reach_then_trials_then_best_and_ties_share_a_rank() -> None:
+    def row(reached: int, trials: float | None, best: float) -> dict[str, Any]:
+        return {"repeats": 2, "reached": reached, "trials_to_target": trials, "best_mean": best,
+                "time_to_target_s": 1.0}
+
+    summary = {"grid": row(0, None, 0.99), "random": row(1, 5.0, 0.9), "gp": row(1, 5.0, 0.9),
+               "tpe": row(2, 8.0, 0.8), "qmc": row(1, 5.0, 0.95)}
+    ranks = {s: v["rank"] for s, v in ranked(summary, "maximize").items()}
+    assert list(ranked(summary, "maximize")) == ["tpe", "qmc", "random", "gp", "grid"]
+    assert ranks == {"tpe": 1, "qmc": 2, "random": 3, "gp": 3, "grid": 5}
+    assert list(ranked(summary, "minimize"))[:3] == ["tpe", "random", "gp"]  # 0.9 < 0.95
+
+
+def _comparison(strategies: dict[str, dict[str, Any]], trials: pd.DataFrame,
+                notes: tuple[str, ...] = ()) -> Comparison:
+    settings = {"space": "tiny", "data": "digits", "strategies": list(strategies), "trials": 3,
+                "repeats": 1, "seed": 0, "pruner": "none", "max_epochs": 2}
+    return Comparison("c", "1", "run", "maximize", "val_accuracy", "test_accuracy", 0.9, None,
+                      Path("out"), settings, strategies, pd.DataFrame(), trials, notes=notes)
+
+
+def test_the_report_ranks_says_one_repeat_and_keeps_equal_curves_visible() -> None:
+    from PIL import Image
+
+    curve = {"repeat": 0, "trial": [1, 2, 3], "best_so_far": [0.5, 0.8, 0.9],
+             "elapsed_s": [1.0, 2.0, 3.0]}
+    trials = pd.concat([pd.DataFrame({"strategy": s, **curve}) for s in ("random", "tpe")])
+    stats = {"repeats": 1, "reached": 1, "trials_to_target": 3.0, "best_mean": 0.9,
+             "best_std": None, "test_mean": 0.88, "test_std": None, "time_to_target_s": 3.0,
+             "time_to_target_std": None, "epochs": 6, "pruned_share": 0.0, "wall_s": 3.0}
+    comparison = _comparison(ranked({"random": stats, "tpe": dict(stats)}, "maximize"), trials,
+                             ("3 trials per study are within ...",))
+    files = comparison_files(comparison)
+    report = str(files["report.md"])
+    assert "3 trials per study, 1 repeat (seed 0)" in report and "1 repeats" not in report
+    assert "**Note**: 3 trials per study are within ..." in report
+    assert "| rank | strategy | reached target | trials to target | best (mean ± std) |" in report
+    assert "| 1 | random | 1/1 | 3.0 | 0.9000 |" in report and "| 1 | tpe |" in report
+    # The two identical curves: the one drawn first still shows around the one on top of it.
+    with Image.open(io.BytesIO(bytes(files["best_vs_trial.png"]))) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int).reshape(-1, 3)
+    for colour in (COLORS[0], COLORS[1]):
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        near = int((np.abs(pixels - rgb).sum(axis=1) < 40).sum())
+        assert near > 400, (colour, near)

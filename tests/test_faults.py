@@ -225,9 +225,9 @@ def test_a_changed_space_is_refused_naming_it_unless_allowed_and_recorded(
     allow = replace(options, allow_space_change=True)
     choices = TINY_SPACE.replace("choices: [adam, sgd]", "choices: [adam, sgd, rmsprop]")
     with pytest.raises(TunerError, match=r"params\.optimizer\.choices: \['adam', 'sgd'\] -> "
-                                         r"\['adam', 'sgd', 'rmsprop'\].*--allow-space-change"):
+                                         r"\['adam', 'sgd', 'rmsprop'\].*allow_space_change=True"):
         run_study(load_space(write_space(workdir, choices)), options)
-    with pytest.raises(TunerError, match=r"even with --allow-space-change: optimizer"):
+    with pytest.raises(TunerError, match=r"even with allow_space_change=True: optimizer"):
         run_study(load_space(write_space(workdir, choices)), allow)  # Optuna cannot
     flipped = TINY_SPACE.replace("{metric: accuracy}", "{metric: accuracy, direction: minimize}")
     with pytest.raises(TunerError, match="direction"):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study
 from tuner import RunOptions, load_space, run_study
 from tuner.analysis import VIEWS, best_so_far_bands, study_views
+from tuner.analysis._static import contour_figure, parallel_figure, slice_figure
 from tuner.cli import main
 
 PRUNED_SPACE = TINY_SPACE.replace("pruner: none", "pruner: {name: median, startup_trials: 1}") \
@@ -82,3 +85,62 @@ def test_best_so_far_bands_over_repeats() -> None:
     assert math.isnan(timed[timed.index >= 3.0]["mean"].iloc[0])  # repeat 1 not done yet
     assert timed["mean"].iloc[-1] == pytest.approx(0.8)
     assert timed["low"].iloc[-1] == 0.7 and timed["high"].iloc[-1] == 0.9
+
+
+VIEW_SPACE = """\
+name: views
+data: {source: digits, val_fraction: 0.2, test_fraction: 0.2, seed: 0}
+objective: {metric: accuracy}
+training: {max_epochs: 1, early_stopping: false}
+study: {strategy: random, trials: 8, pruner: none}
+params:
+  n_layers: {type: int, low: 1, high: 2}
+  units: {type: int, low: 8, high: 64, log: true, per_layer: n_layers}
+  optimizer: {type: categorical, choices: [adam, sgd]}
+  lr: {type: float, low: 1e-4, high: 1e-1, log: true}
+  momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: sgd}}
+  dropout: {type: float, low: 0.0, high: 0.4}
+  weight_decay: {type: float, low: 1e-6, high: 1e-3, log: true}
+  activation: {type: categorical, choices: [relu, tanh, gelu]}
+  batch_size: {type: categorical, choices: [32, 64, 128]}
+"""
+
+
+def test_static_views_show_categories_log_axes_and_readable_sizes(workdir: Path) -> None:
+    from PIL import Image
+
+    space = load_space(write_space(workdir, VIEW_SPACE, "views.yaml"))
+    result = run_study(space, RunOptions(storage=str(workdir / "s.journal"), tracking=False,
+                                         progress=False, threads=1, views=False))
+    study = load_study(result.study, workdir / "s.journal")
+    # A categorical batch_size of 32, 64, 128 is three categories, not a continuous axis, and no
+    # surface is drawn across them; lr is on a log axis.
+    (axes, *_) = contour_figure(study, ["batch_size", "lr"], "val_accuracy").axes
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["32", "64", "128"]
+    assert axes.get_yscale() == "log" and not axes.collections[:-1]  # the points only
+    (axes, *_) = contour_figure(study, ["lr", "dropout"], "val_accuracy").axes
+    assert axes.get_xscale() == "log" and len(axes.collections) >= 2  # a surface, then points
+    panels = {a.get_title(): a for a in slice_figure(study, "val_accuracy").axes if a.get_title()}
+    assert panels["lr"].get_xscale() == "log" and panels["weight_decay"].get_xscale() == "log"
+    assert [t.get_text() for t in panels["batch_size"].get_xticklabels()] == ["32", "64", "128"]
+    # Parallel coordinates: no "None" for absent conditional parameters, no labels on top of
+    # each other (checked on the drawn figure).
+    figure = parallel_figure(study, "val_accuracy", ["lr"])
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    (axes, *_) = figure.axes
+    labels = [t for t in axes.texts + axes.get_xticklabels() if t.get_text()]
+    assert "None" not in {t.get_text() for t in labels}
+    assert {"adam", "sgd", "32", "128", "val_accuracy", "lr (log)"} <= \
+        {t.get_text() for t in labels}
+    renderer = canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for j, b in enumerate(boxes[i + 1:], i + 1):
+            assert not a.overlaps(b), (labels[i].get_text(), labels[j].get_text())
+    # Readable sizes: the slice is a grid of panels, not a 2405 x 437 strip.
+    files = study_views(study)
+    for name in ("slice.png", "parallel_coordinate.png", "contour.png"):
+        with Image.open(io.BytesIO(bytes(files[name]))) as image:
+            width, height = image.size
+        assert width <= 1800 and height >= 350 and width / height < 3.5, (name, image.size)

@@ -18,6 +18,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuner.errors import installed
+
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 
 
@@ -94,15 +96,10 @@ def missing_driver(url: str) -> str | None:
         return None
     named = url.split("://", 1)[0].partition("+")[2].lower()
     wanted = (_NAMED.get(named, named),) if named else _DRIVERS[scheme]
-    if any(_installed(module) for module in wanted):
+    if any(installed(module) for module in wanted):
         return None
     package = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mssql": "pyodbc"}[scheme]
     return (f"no {scheme} driver is installed ({', '.join(wanted)}; e.g. pip install "
             f"{named or package})")
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False

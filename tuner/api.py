@@ -27,8 +27,10 @@ True
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tuner.errors import SpaceError, TunerError
 from tuner.space import Space
@@ -44,7 +46,24 @@ if TYPE_CHECKING:
     from tuner.search import FrontMember
     from tuner.training import Trainer
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _quietly(function: F) -> F:
+    """Optuna's INFO lines and ExperimentalWarnings stay off while `function` runs, as in the
+    CLI; the caller's logging and warning settings are back afterwards."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tuner.search import quiet_optuna
+
+        with quiet_optuna():
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_quietly
 def run_study(space: Space, options: RunOptions | None = None, *,
               objective: Trainer | None = None) -> StudyResult:
     """Create or resume the study of `space` and run it to its budget (`tuner run`).
@@ -68,6 +87,7 @@ def run_study(space: Space, options: RunOptions | None = None, *,
         return run(space, options)
 
 
+@_quietly
 def compare(space: Space, options: CompareOptions | None = None, *,
             objective: Trainer | None = None) -> Comparison:
     """One study per (strategy, repeat) with the same budget, then the report (`tuner compare`).
@@ -82,6 +102,7 @@ def compare(space: Space, options: CompareOptions | None = None, *,
         return run_comparison(space, options)
 
 
+@_quietly
 def open_study(study: str, storage: str | None = None) -> optuna.Study:
     """A stored study as an `optuna.Study` (storage as in `tuner run --storage`)."""
     from tuner.search import find_study
@@ -89,12 +110,14 @@ def open_study(study: str, storage: str | None = None) -> optuna.Study:
     return find_study(storage, study)
 
 
+@_quietly
 def trials(study: str, storage: str | None = None) -> pd.DataFrame:
     """One row per trial of a stored study (Optuna's `trials_dataframe`)."""
     frame: pd.DataFrame = open_study(study, storage).trials_dataframe()
     return frame
 
 
+@_quietly
 def runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The MLflow runs of an experiment (parent and trial runs), one row each."""
     from tuner.tracking import runs_frame
@@ -103,6 +126,7 @@ def runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     return frame
 
 
+@_quietly
 def pareto_front(study: str, storage: str | None = None) -> list[FrontMember]:
     """A multi-objective study's Pareto front, best first on the first objective."""
     from tuner.search import pareto_front as front
@@ -110,6 +134,7 @@ def pareto_front(study: str, storage: str | None = None) -> list[FrontMember]:
     return front(open_study(study, storage))
 
 
+@_quietly
 def pick(study: str, storage: str | None = None, *, index: int | None = None,
          where: str | None = None) -> FrontMember:
     """A front member by index, or the best on the first objective meeting `where`
@@ -119,6 +144,7 @@ def pick(study: str, storage: str | None = None, *, index: int | None = None,
     return choose(open_study(study, storage), index, where)
 
 
+@_quietly
 def evaluate(study: str, storage: str | None = None,
              options: FinalOptions | None = None) -> FinalResult:
     """Retrain the best trial (or the picked front member) on train + validation and test it
@@ -128,6 +154,7 @@ def evaluate(study: str, storage: str | None = None,
     return evaluate_study(study, storage, options or FinalOptions())
 
 
+@_quietly
 def export(study: str, output: str | Path, storage: str | None = None,
            force: bool = False) -> Path:
     """Write the best configuration as a space file (`tuner export`)."""

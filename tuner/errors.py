@@ -6,9 +6,11 @@ The lowest layer of the package: every other module may import it, it imports no
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
@@ -41,15 +43,54 @@ class StorageError(TunerError):
 
 class OptionError(TunerError):
     """An option with a value that cannot be used. `option` is its name in the Python API
-    (`trials`); the CLI shows it as its flag (`--trials`), so both say the same thing."""
+    (`trials`); the CLI shows it as its flag (`--trials`), so both say the same thing.
+
+    The message may name other options as `{name}` or `{force=True}`: the API shows them as the
+    argument (`name=`, `force=True`), the CLI as the flag (`--name`, `--force`)."""
 
     def __init__(self, option: str, message: str):
         self.option = option
         self.message = message
-        super().__init__(f"{option}: {message}")
+        super().__init__(f"{option}: {self.render(_as_argument)}")
 
-    def as_flag(self, flag: str) -> str:
-        return f"{flag}: {self.message}"
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each `{option}` written by `name_of` (API argument or CLI flag)."""
+        return _MENTION.sub(lambda m: name_of(m.group(1)) if m.group(2) is None or
+                            name_of is not _as_argument else f"{m.group(1)}{m.group(2)}",
+                            self.message)
+
+    def as_flag(self, flag_of: Callable[[str], str]) -> str:
+        return f"{flag_of(self.option)}: {self.render(flag_of)}"
+
+
+_MENTION = re.compile(r"\{([a-z_]+)(=[^{}]*)?\}")
+
+
+def _as_argument(option: str) -> str:
+    return f"{option}="
+
+
+class MissingExtra(TunerError):
+    """A feature whose driver is an optional extra that is not installed (`tuner[postgres]`)."""
+
+
+# What each extra brings, as (import name, ...): any one of them is enough.
+EXTRAS = {"postgres": ("psycopg2", "psycopg"), "redis": ("redis",), "dask": ("distributed",),
+          "dashboard": ("optuna_dashboard",), "notebook": ("papermill", "jupyterlab")}
+
+
+def require_extra(extra: str, what: str) -> None:
+    """One line naming the extra to install when `what` (e.g. "the storage postgresql://...")
+    needs a driver that is not installed."""
+    if not any(installed(module) for module in EXTRAS[extra]):
+        raise MissingExtra(f"{redact(what)} needs the {extra} extra: pip install 'tuner[{extra}]'")
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
+        return False
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -13,16 +13,24 @@ from tuner.analysis._report import (
     SUMMARY_HEADERS,
     best_so_far_bands,
     comparison_files,
+    plural,
     report_markdown,
     summary_rows,
 )
-from tuner.analysis._results import clean, comparison_metrics, reach, summarise, trials_frame
+from tuner.analysis._results import (
+    clean,
+    comparison_metrics,
+    ranked,
+    reach,
+    summarise,
+    trials_frame,
+)
 from tuner.analysis._views import VIEWS, front_views, page, study_views, write_study_views
 
 __all__ = [
     "SUMMARY_HEADERS", "TOLERANCE", "VIEWS", "Comparison", "GridPlan", "StudyPlan",
     "best_so_far_bands", "build_comparison", "clean", "comparison_files", "comparison_metrics",
-    "confusion_png", "export_study", "front_views", "page", "reach", "report_markdown",
+    "confusion_png", "export_study", "front_views", "page", "plural", "ranked", "reach", "report_markdown",
     "residual_png", "study_views", "summarise", "summary_rows", "trials_frame",
     "write_study_views",
 ]

@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from tuner.analysis._plan import GridPlan, StudyPlan
-from tuner.analysis._results import clean, reach, summarise, trials_frame
+from tuner.analysis._results import clean, ranked, reach, summarise, trials_frame
 from tuner.search import ATTR_PARENT_RUN
 from tuner.space import Space
 from tuner.tracking import Tracker, trial_run_tags
@@ -36,6 +36,7 @@ class Comparison:
     studies: pd.DataFrame = field(repr=False)
     trials: pd.DataFrame = field(repr=False)
     interrupted: bool = False
+    notes: tuple[str, ...] = ()  # what the reader must know, e.g. strategies that ran the same
 
     def to_dict(self) -> dict[str, Any]:
         return clean({"comparison": self.name, "experiment_id": self.experiment_id,
@@ -43,13 +44,13 @@ class Comparison:
                        "direction": self.direction, "target": self.target,
                        "grid": self.grid.describe() if self.grid else None, "out": str(self.out),
                        "interrupted": self.interrupted, "settings": self.settings,
-                       "strategies": self.strategies})
+                       "notes": list(self.notes), "strategies": self.strategies})
 
 
 def build_comparison(space: Space, name: str, run_id: str, grid: GridPlan | None,
                      plans: list[StudyPlan], storage: Any, tracker: Tracker,
                      settings: dict[str, Any], strategies: list[str], target: float | None,
-                     out: Path, interrupted: bool) -> Comparison:
+                     out: Path, interrupted: bool, notes: tuple[str, ...] = ()) -> Comparison:
     """Read every study of a comparison back (Optuna storage, MLflow runs) into its tables:
     a row per trial, a row per study (reach of the target), a summary per strategy."""
     direction = space.objective.direction
@@ -84,8 +85,8 @@ def build_comparison(space: Space, name: str, run_id: str, grid: GridPlan | None
         studies["trials_to_target"] = [r[0] for r in reached]
         studies["time_to_target_s"] = [r[1] for r in reached]
         studies["pruned_share"] = studies.pruned / studies.trials.where(studies.trials > 0)
-    summary = summarise(studies, strategies, test_key)
+    summary = ranked(summarise(studies, strategies, test_key), direction)
     comparison = Comparison(name, tracker.experiment_id, run_id, direction, space.objective.key,
                             test_key, target, grid, out, settings, summary, studies, trials,
-                            interrupted)
+                            interrupted, notes)
     return comparison

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import TunerError
+from tuner.errors import OptionError, TunerError
 from tuner.search import (
     TRIAL_PARAMS,
     TRIAL_SEED,
@@ -30,7 +30,8 @@ def export_study(study_name: str, storage: str | None, output: Path, force: bool
     space = stored_space(study)
     best = final_trial(study)
     if output.exists() and not force:
-        raise TunerError(f"{output} exists; choose another --output or pass --force")
+        raise OptionError("output", f"{output} exists; choose another file, or pass "
+                          "{force=True} to overwrite it")
     if not output.parent.is_dir():
         raise TunerError(f"folder {str(output.parent)!r} does not exist")
     raw = load_yaml(space.text, space.file).data

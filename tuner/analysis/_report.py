@@ -13,8 +13,19 @@ from tuner.analysis._comparison import Comparison
 from tuner.analysis._plots import png_bytes
 from tuner.analysis._views import COLORS, page
 
-SUMMARY_HEADERS = ("strategy", "best (mean ± std)", "test (mean ± std)", "reached target",
-                   "trials to target", "time to target", "epochs", "pruned", "wall / study")
+# Ranked (see `ranked`): reach of the target and the trials it took, then the best value; time
+# comes with its spread, since it is the noisiest column.
+SUMMARY_HEADERS = ("rank", "strategy", "reached target", "trials to target", "best (mean ± std)",
+                   "test (mean ± std)", "time to target (mean ± std)", "epochs", "pruned",
+                   "wall / study")
+# Lines that lie on top of each other (strategies that ran the same trials) stay visible: the
+# first is drawn widest, each later one narrower, dashed differently and above it.
+LINE_STYLES = ("solid", "dashed", "dotted", "dashdot")
+PLOTLY_DASHES = ("solid", "dash", "dot", "dashdot")
+
+
+def line_width(index: int) -> float:
+    return max(1.2, 4.0 - 0.9 * index)
 
 
 def comparison_files(comparison: Comparison) -> dict[str, str | bytes]:
@@ -68,8 +79,10 @@ def _band_png(bands: dict[str, pd.DataFrame], target: float | None, title: str, 
               ylabel: str) -> bytes:
     figure = Figure(figsize=(8, 5))
     axes = figure.subplots()
-    for color, (strategy, band) in zip(COLORS * 3, bands.items(), strict=False):
-        axes.plot(band.x, band["mean"], color=color, label=strategy, drawstyle="steps-post")
+    for i, (color, (strategy, band)) in enumerate(zip(COLORS * 3, bands.items(), strict=False)):
+        axes.plot(band.x, band["mean"], color=color, label=strategy, drawstyle="steps-post",
+                  linewidth=line_width(i), linestyle=LINE_STYLES[i % len(LINE_STYLES)],
+                  zorder=3 + i)
         axes.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, step="post")
     if target is not None:
         axes.axhline(target, color="grey", linestyle="--", linewidth=1)
@@ -85,15 +98,17 @@ def _band_plotly(bands: dict[str, pd.DataFrame], target: float | None, xlabel: s
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    for color, (strategy, band) in zip(COLORS * 3, bands.items(), strict=False):
+    for i, (color, (strategy, band)) in enumerate(zip(COLORS * 3, bands.items(), strict=False)):
         shape = {"shape": "hv"}
-        figure.add_trace(go.Scatter(x=band.x, y=band.high, line={"width": 0, **shape},
+        figure.add_trace(go.Scatter(x=band.x, y=band.high, mode="lines", line={"width": 0, **shape},
                                     legendgroup=strategy, showlegend=False, hoverinfo="skip"))
-        figure.add_trace(go.Scatter(x=band.x, y=band.low, line={"width": 0, **shape},
+        figure.add_trace(go.Scatter(x=band.x, y=band.low, mode="lines", line={"width": 0, **shape},
                                     fill="tonexty", fillcolor=_alpha(color), legendgroup=strategy,
                                     showlegend=False, hoverinfo="skip"))
-        figure.add_trace(go.Scatter(x=band.x, y=band["mean"], name=strategy, legendgroup=strategy,
-                                    line={"color": color, **shape}))
+        figure.add_trace(go.Scatter(x=band.x, y=band["mean"], mode="lines", name=strategy,
+                                    legendgroup=strategy,
+                                    line={"color": color, "width": line_width(i),
+                                          "dash": PLOTLY_DASHES[i % len(PLOTLY_DASHES)], **shape}))
     if target is not None:
         figure.add_hline(y=target, line_dash="dash", line_color="grey")
     figure.update_layout(xaxis_title=xlabel, yaxis_title=f"best {ylabel} so far", height=450)
@@ -110,18 +125,25 @@ def summary_rows(comparison: Comparison) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for strategy, s in comparison.strategies.items():
         reached = f"{s['reached']}/{s['repeats']}"
-        rows.append((strategy, _pm(s["best_mean"], s["best_std"]), _pm(s["test_mean"], s["test_std"]),
-                     reached, _num(s["trials_to_target"], ".1f"),
-                     _num(s["time_to_target_s"], ".1f", " s"), _num(s["epochs"], ".0f"),
+        time = "-" if s["time_to_target_s"] is None else _pm(
+            s["time_to_target_s"], s.get("time_to_target_std"), ".1f", " s")
+        rows.append((str(s.get("rank", "-")), strategy, reached, _num(s["trials_to_target"], ".1f"),
+                     _pm(s["best_mean"], s["best_std"]), _pm(s["test_mean"], s["test_std"]), time,
+                     _num(s["epochs"], ".0f"),
                      _num(None if s["pruned_share"] is None else 100 * s["pruned_share"], ".0f", "%"),
                      _num(s["wall_s"], ".1f", " s")))
     return rows
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, spec: str = ".4f", unit: str = "") -> str:
     if mean is None:
         return "-"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:{spec}}{unit}" if std is None else f"{mean:{spec}} ± {std:{spec}}{unit}"
+
+
+def plural(count: int, word: str) -> str:
+    """`1 repeat`, `3 repeats`."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _num(value: float | None, spec: str, unit: str = "") -> str:
@@ -133,14 +155,19 @@ def report_markdown(comparison: Comparison, files: list[str]) -> str:
     lines = [f"# Comparison {comparison.name}", "",
              f"Space `{settings['space']}` ({settings['data']}), objective `{comparison.objective}` "
              f"({comparison.direction}). Strategies {', '.join(settings['strategies'])}; "
-             f"{settings['trials']} trials per study, {settings['repeats']} repeats (seed "
+             f"{plural(settings['trials'], 'trial')} per study, "
+             f"{plural(settings['repeats'], 'repeat')} (seed "
              f"{settings['seed']}), pruner {settings['pruner']}, at most {settings['max_epochs']} "
              "epochs per trial; the same data split for every study.", ""]
     if comparison.grid is not None:
         lines += [comparison.grid.describe().capitalize() + ".", ""]
+    for note in comparison.notes:
+        lines += [f"**Note**: {note}.", ""]
     target = "-" if comparison.target is None else f"{comparison.target:.4g}"
     lines += [f"Target: {comparison.objective} {target}. Test: `{comparison.test_metric}` of each "
-              "study's best trial, on the held-out split. Time: the sum of trial durations.", "",
+              "study's best trial, on the held-out split. Time: the sum of trial durations. "
+              "Ranked by the repeats that reached the target, the trials they took, then the best "
+              "value.", "",
               "| " + " | ".join(SUMMARY_HEADERS) + " |",
               "|" + "---|" * len(SUMMARY_HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(comparison)]

@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from matplotlib.figure import Figure
 from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.analysis._plots import front_png
+from tuner.analysis._static import contour_figure, parallel_figure, slice_figure
 from tuner.errors import TunerError
 from tuner.search import ATTR_SPACE_TEXT, front_table, objectives_of, pareto_front
 from tuner.space import parse_space
@@ -63,31 +65,41 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
     importances = _importances(study) if len(trials) >= 2 else {}
     evaluator = _Cached(importances)
     top = list(importances)[:2]
-    plans: dict[str, tuple[str, Callable[[Any], Any]] | str] = {}
-    plans["optimization_history"] = ("Optimization history: each trial's value and the best so "
-                                     "far", lambda m: m.plot_optimization_history(
-                                         study, target_name=target))
+    # name -> (title, PNG figure, interactive figure), or why the view does not apply. The slice,
+    # contour and parallel coordinates are tuner's own PNGs (see `_static`); the page keeps
+    # Optuna's plotly figures, which are interactive.
+    Plan = tuple[str, Callable[[], Any], Callable[[], Any]]
+    plans: dict[str, Plan | str] = {}
+    plans["optimization_history"] = (
+        "Optimization history: each trial's value and the best so far",
+        lambda: mpl_views.plot_optimization_history(study, target_name=target),
+        lambda: plotly_views.plot_optimization_history(study, target_name=target))
     plans["param_importances"] = (
         ("Parameter importances (fANOVA on the complete trials)",
-         lambda m: m.plot_param_importances(study, evaluator=evaluator, target_name=target))
+         lambda: mpl_views.plot_param_importances(study, evaluator=evaluator, target_name=target),
+         lambda: plotly_views.plot_param_importances(study, evaluator=evaluator,
+                                                     target_name=target))
         if importances else "needs two complete trials and a searched parameter")
-    plans["parallel_coordinate"] = ("Parallel coordinates: each line is a trial",
-                                    lambda m: m.plot_parallel_coordinate(
-                                        study, target_name=target))
+    plans["parallel_coordinate"] = (
+        "Parallel coordinates: each line is a trial",
+        lambda: parallel_figure(study, target, list(importances)),
+        lambda: plotly_views.plot_parallel_coordinate(study, target_name=target))
     plans["slice"] = ("Slice: the objective against each parameter",
-                      lambda m: m.plot_slice(study, target_name=target))
+                      lambda: slice_figure(study, target),
+                      lambda: plotly_views.plot_slice(study, target_name=target))
     plans["contour"] = (
         (f"Contour of the two most important parameters ({top[0]}, {top[1]})",
-         lambda m: m.plot_contour(study, params=top, target_name=target))
+         lambda: contour_figure(study, top, target),
+         lambda: plotly_views.plot_contour(study, params=top, target_name=target))
         if len(top) == 2 else "needs two parameters with an importance")
     reported = [t for t in study.get_trials(deepcopy=False)
                 if t.intermediate_values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     plans["intermediate_values"] = (
         ("Intermediate values: the objective per epoch of every trial; pruned trials in red, "
-         "ending where they were stopped", lambda m: _curves(m, reported, target))
+         "ending where they were stopped", lambda: _curves(mpl_views, reported, target),
+         lambda: _curves(plotly_views, reported, target))
         if reported else "no intermediate values: the study ran without a pruner")
 
-    searched = len({name for t in trials for name in t.params})  # parallel coordinates' axes
     files: dict[str, str | bytes] = {}
     sections: list[tuple[str, Any]] = []
     skipped: list[str] = []
@@ -96,11 +108,10 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
             if isinstance(plan, str):
                 skipped.append(f"{name}: {plan}")
                 continue
-            title, draw = plan
+            title, draw_png, draw_html = plan
             try:
-                files[f"{name}.png"] = _png(draw(mpl_views), width=(
-                    max(8.0, 0.8 * (searched + 1)) if name == "parallel_coordinate" else 8.0))
-                sections.append((title, draw(plotly_views)))
+                files[f"{name}.png"] = _png(draw_png())
+                sections.append((title, draw_html()))
             except Exception as exc:  # a plot is a by-product; report it and go on
                 files.pop(f"{name}.png", None)
                 skipped.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -163,8 +174,9 @@ def png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _png(axes: Any, width: float = 8.0) -> bytes:
-    figure = np.ravel(axes)[0].figure  # Optuna returns an Axes or an array of them
+def _png(drawn: Any, width: float = 8.0) -> bytes:
+    """A Figure (tuner's views) or what Optuna returns (an Axes or an array of them) as PNG."""
+    figure = drawn if isinstance(drawn, Figure) else np.ravel(drawn)[0].figure
     if figure.get_figwidth() < width:
         figure.set_size_inches(width, max(figure.get_figheight(), 5))
     return png(figure)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tuner.cli._study import report_outcome
+from tuner.cli._study import browse_hint, report_outcome
 from tuner.errors import OptionError, TunerError, is_plain_name
 from tuner.space import PRUNERS, load_space
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tuner.analysis import Comparison, GridPlan, StudyPlan
 
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-_err = Console(file=sys.stderr, highlight=False)
+_err = Console(file=sys.stderr, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def register(sub: Any) -> None:
@@ -28,46 +28,46 @@ def register(sub: Any) -> None:
         description="One study per (strategy, repeat), all with the same trial budget, data "
         "split, pruner and epochs; re-running the same command resumes the comparison.")
     compare.add_argument("space", help="search-space YAML file")
-    compare.add_argument("--strategies", default="grid,random,tpe,gp",
+    compare.add_argument("--strategies", metavar="LIST", default="grid,random,tpe,gp",
                          help="comma-separated (default: grid,random,tpe,gp)")
-    compare.add_argument("--trials", type=int, help="trials per study (default: the space's)")
-    compare.add_argument("--repeats", type=int, default=3, help="studies per strategy, each "
+    compare.add_argument("--trials", metavar="N", type=int, help="trials per study (default: the space's)")
+    compare.add_argument("--repeats", metavar="N", type=int, default=3, help="studies per strategy, each "
                          "with its own seed (default: 3)")
-    compare.add_argument("--seed", type=int, help="seed from which each repeat's seed is derived "
-                         "(default: the space's study.seed)")
-    compare.add_argument("--pruner", choices=PRUNERS, help="default: the space's study.pruner")
-    compare.add_argument("--target", type=float, help="objective value to reach (default: the "
+    compare.add_argument("--seed", metavar="N", type=int, help="seed from which each repeat's "
+                         "seed is derived (default: the space's study.seed)")
+    compare.add_argument("--pruner", choices=PRUNERS, help="the pruner of every study "
+                         "(default: the space's study.pruner)")
+    compare.add_argument("--target", metavar="X", type=float, help="objective value to reach (default: the "
                          "best value any study reached, 0.5%% worse)")
-    compare.add_argument("--name", help="comparison name; studies are NAME-STRATEGY-rREPEAT "
+    compare.add_argument("--name", metavar="NAME", help="comparison name; studies are NAME-STRATEGY-rREPEAT "
                          "(default: SPACE-compare)")
-    compare.add_argument("--out", help="report folder (default: reports/NAME)")
-    compare.add_argument("--storage", help="Optuna storage (default: tuner.journal)")
-    compare.add_argument("--experiment", help="MLflow experiment (default: the comparison name)")
-    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+    compare.add_argument("--out", metavar="DIR", help="report folder (default: reports/NAME)")
+    compare.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    compare.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the "
+                         "comparison name)")
+    compare.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: "
                          "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    compare.add_argument("--no-model", action="store_true", help="do not log final models")
+    compare.add_argument("--no-model", action="store_true", help="do not log final models "
+                         "(default: log them)")
     compare.add_argument("--no-refit", action="store_true", help="each study's final model is "
-                         "its chosen trial's own, not retrained on train + validation")
-    compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study "
-                         "(they take 3-8 s per study)")
-    compare.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    compare.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    compare.add_argument("--quiet", action="store_true", help="no live progress")
+                         "its chosen trial's own, not retrained on train + validation "
+                         "(default: retrained)")
+    compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study; "
+                         "they take 3-8 s per study (default: plots)")
+    compare.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all "
+                         "cores)")
+    compare.add_argument("--json", action="store_true", help="print the summary as one JSON "
+                         "object (default: a table)")
+    compare.add_argument("--quiet", action="store_true", help="no live progress (default: a "
+                         "line per strategy on stderr)")
     compare.set_defaults(handler=cmd_compare)
 
     report = sub.add_parser("report", help="write Optuna's views of a stored study to a folder")
-    report.add_argument("study")
-    report.add_argument("--storage", help="Optuna storage (default: tuner.journal)")
-    report.add_argument("--out", help="folder (default: reports/STUDY)")
+    report.add_argument("study", help="study name (as `tuner studies` lists them)")
+    report.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    report.add_argument("--out", metavar="DIR", help="folder (default: reports/STUDY)")
     report.set_defaults(handler=cmd_report)
 
-    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
-    ui.add_argument("--port", type=int, default=5000, help="default: 5000")
-    ui.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db, "
-                    "as for `tuner run`")
-    ui.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the server "
-                    "to answer (default: 120)")
-    ui.set_defaults(handler=cmd_ui)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -90,7 +90,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
     finally:
         view.end()
-    return report_outcome(comparison, args.json, _print_comparison)
+    return report_outcome(comparison, args.json,
+                          lambda c: _print_comparison(c, args.tracking_uri))
 
 
 class LiveView:
@@ -112,15 +113,20 @@ class LiveView:
         self.pruned: dict[str, int] = {}
         self.repeats = 0
 
-    def begin(self, name: str, plans: list[StudyPlan], grid: GridPlan | None, run_id: str) -> None:
+    def begin(self, name: str, plans: list[StudyPlan], grid: GridPlan | None, run_id: str,
+              notes: tuple[str, ...] = ()) -> None:
+        for note in notes:  # said before the wait, also with --quiet or --json
+            _err.print(f"note: {note}")
         if not self.enabled:
             return
+        from tuner.analysis import plural
+
         strategies = list(dict.fromkeys(p.strategy for p in plans))
         self.repeats = max(p.repeat for p in plans) + 1
         first = plans[0]
         _err.print(f"comparison {name}: {', '.join(strategies)} x "
-                   f"{self.repeats} repeats x {first.trials} trials; MLflow comparison run "
-                   f"{run_id}")
+                   f"{plural(self.repeats, 'repeat')} x {plural(first.trials, 'trial')}; MLflow "
+                   f"comparison run {run_id}")
         if grid is not None:
             _err.print(grid.describe())
         for strategy in strategies:
@@ -173,25 +179,30 @@ class LiveView:
             self.progress.stop()
 
 
-def _print_comparison(comparison: Comparison) -> None:
+def _print_comparison(comparison: Comparison, tracking_uri: str | None) -> None:
     from tuner.analysis import SUMMARY_HEADERS, summary_rows
 
     target = "-" if comparison.target is None else f"{comparison.target:.4g}"
     table = Table(title=f"comparison {comparison.name}: {comparison.objective} "
                   f"({comparison.direction}), target {target}")
     for header in SUMMARY_HEADERS:
-        table.add_column(header, justify="left" if header == "strategy" else "right")
+        table.add_column(header, justify="left" if header in ("rank", "strategy") else "right")
     for row in summary_rows(comparison):
         table.add_row(*row)
     _out.print(table)
-    _out.print(f"test: {comparison.test_metric} of each study's best trial (held-out split); "
-               "time: sum of trial durations; mean over the repeats that reached the target")
+    _out.print(f"ranked by the repeats that reached the target, the trials they took, then the "
+               f"best value; test: {comparison.test_metric} of each study's best trial (held-out "
+               "split); time: sum of trial durations, mean ± std over the repeats that reached "
+               "the target")
+    for note in comparison.notes:
+        _out.print(f"note: {note}")
     if comparison.grid is not None:
         _out.print(comparison.grid.describe())
     _out.print(f"report: {comparison.out / 'report.md'} (summary.csv, studies.csv, trials.csv, "
                "curves)")
     _out.print(f"MLflow: experiment {comparison.experiment_id}, comparison run "
-               f"{comparison.run_id} (`tuner ui` to browse)")
+               f"{comparison.run_id}")
+    _out.print(f"MLflow UI: {browse_hint(tracking_uri, comparison.experiment_id)}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -210,12 +221,3 @@ def cmd_report(args: argparse.Namespace) -> int:
                f"{', '.join(p.name for p in written)}")
     return 0
 
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from tuner.cli._ui import check_port, serve
-
-    check_port(args.port)  # before importing mlflow: a busy port fails at once
-    from tuner.tracking import default_tracking_uri
-
-    uri = args.tracking_uri or default_tracking_uri()
-    return serve(uri, args.port, args.wait, lambda line: print(line, flush=True))

@@ -23,44 +23,52 @@ def register(sub: Any) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="retrain a study's best configuration on train + validation, "
         "evaluate it once on the test split, log the model")
-    evaluate.add_argument("study")
-    evaluate.add_argument("--storage", help="Optuna storage (default tuner.journal)")
-    evaluate.add_argument("--front-index", type=int, help="multi-objective study: the Pareto-"
+    evaluate.add_argument("study", help="study name (as `tuner studies` lists them)")
+    evaluate.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    evaluate.add_argument("--front-index", metavar="I", type=int, help="multi-objective study: the Pareto-"
                           "front member at this position of `tuner best` (default 0)")
-    evaluate.add_argument("--where", help="multi-objective study: the best front member on the "
-                          "first objective meeting this condition, e.g. 'params<50000'")
+    evaluate.add_argument("--where", metavar="CONDITION", help="multi-objective study: the "
+                          "best front member on the first objective meeting this condition, e.g. "
+                          "'params<50000' (default: none, --front-index decides)")
     _final_flags(evaluate, "default: the best trial's best epoch")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = sub.add_parser("export", help="write a study's best configuration as a YAML file "
                             "for `tuner train`")
-    export.add_argument("study")
-    export.add_argument("--storage", help="Optuna storage (default tuner.journal)")
-    export.add_argument("--output", "-o", help="file to write (default: STUDY.yaml)")
-    export.add_argument("--force", action="store_true", help="overwrite an existing file")
+    export.add_argument("study", help="study name (as `tuner studies` lists them)")
+    export.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    export.add_argument("--output", "-o", metavar="FILE", help="file to write (default: STUDY.yaml)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file "
+                        "(default: refuse)")
     export.set_defaults(handler=cmd_export)
 
     train = sub.add_parser("train", help="train the one configuration of a file on train + "
                            "validation and evaluate it once on the test split (no search)")
     train.add_argument("config", help="space file whose parameters are all fixed")
-    train.add_argument("--seed", type=int, help="torch seed (default: the file's study.seed)")
+    train.add_argument("--seed", metavar="N", type=int, help="torch seed (default: the file's study.seed)")
     _final_flags(train, "default: the file's training.max_epochs")
     train.set_defaults(handler=cmd_train)
 
 
 def _final_flags(parser: argparse.ArgumentParser, epochs_default: str) -> None:
-    parser.add_argument("--epochs", type=int, help=f"training epochs ({epochs_default})")
+    parser.add_argument("--epochs", metavar="N", type=int, help=f"training epochs ({epochs_default})")
     parser.add_argument("--early-stopping", action="store_true",
-                        help="keep a validation-sized slice apart and stop early on it")
-    parser.add_argument("--register", metavar="NAME", help="register the model under NAME")
-    parser.add_argument("--experiment", help="MLflow experiment (default: the study's, or the "
-                        "file's name)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                        help="keep a validation-sized slice apart and stop early on it (default: "
+                        "train for --epochs on all of train + validation)")
+    parser.add_argument("--register", metavar="NAME", help="register the model under NAME "
+                        "(default: not registered)")
+    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the "
+                        "study's, or the file's name)")
+    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: "
                         "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--no-model", action="store_true", help="do not log the model")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow "
+                        "(default: log)")
+    parser.add_argument("--no-model", action="store_true", help="do not log the model (default: "
+                        "log it)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all "
+                        "cores)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                        "(default: a table)")
 
 
 def _options(args: argparse.Namespace) -> FinalOptions:

@@ -28,15 +28,25 @@ class _Parser(argparse.ArgumentParser):
 # Each module adds its subcommands with `register(subparsers)` and imports heavy libraries
 # (torch, mlflow) only inside its handlers, so `tuner --help` and `tuner validate` stay fast.
 COMMAND_MODULES = ("tuner.cli._study", "tuner.cli._worker", "tuner.cli._compare",
-                   "tuner.cli._final")
+                   "tuner.cli._final", "tuner.cli._browse")
 # An option's flag where it is not `--` + the option's name with dashes.
 _FLAGS = {"study_name": "--study", "enqueue_file": "--enqueue", "log_model": "--no-model",
           "tracking": "--no-tracking", "study": "--study"}
 
 
+def flag_of(option: str) -> str:
+    """The CLI flag of a Python API option (`study_name` -> `--study`)."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from tuner import __version__
+
     parser = _Parser(prog="tuner", description="Hyperparameter tuning for PyTorch MLPs.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"tuner {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (default: one line "
+                        "per error)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -49,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except OptionError as exc:
-        flag = _FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
-        print(f"tuner: error: {exc.as_flag(flag)}", file=sys.stderr)
+        print(f"tuner: error: {exc.as_flag(flag_of)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TunerError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)

@@ -20,50 +20,64 @@ if TYPE_CHECKING:
 def register(sub: Any) -> None:
     run = sub.add_parser("run", help="create or resume a study and run it")
     run.add_argument("space", help="search-space YAML file")
-    run.add_argument("--strategy", choices=STRATEGIES, help="default: the space's study.strategy")
-    run.add_argument("--trials", type=int, help="trial budget of the study (default: the space's)")
-    run.add_argument("--seed", type=int, help="study seed (default: the space's study.seed)")
-    run.add_argument("--pruner", choices=PRUNERS, help="default: the space's study.pruner")
-    run.add_argument("--storage", help="Optuna storage: a journal file path (default "
-                     "tuner.journal), sqlite:///, postgresql://, redis://")
-    run.add_argument("--study", help="study name (default: SPACE-STRATEGY-seedN)")
-    run.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
-                     "or sqlite:///mlflow.db)")
-    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument("--no-model", action="store_true", help="do not log the final model")
+    run.add_argument("--strategy", choices=STRATEGIES, help="how parameters are chosen "
+                     "(default: the space's study.strategy)")
+    run.add_argument("--trials", metavar="N", type=int, help="trial budget of the study "
+                     "(default: the space's study.trials)")
+    run.add_argument("--seed", metavar="N", type=int, help="study seed (default: the space's study.seed)")
+    run.add_argument("--pruner", choices=PRUNERS, help="how unpromising trials are stopped "
+                     "early (default: the space's study.pruner)")
+    run.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file path, "
+                     "sqlite:///, postgresql:// (postgres extra), redis:// (redis extra) "
+                     "(default: tuner.journal)")
+    run.add_argument("--study", metavar="NAME", help="study name (default: SPACE-STRATEGY-seedN)")
+    run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space's name)")
+    run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: "
+                     "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow "
+                     "(default: log)")
+    run.add_argument("--no-model", action="store_true", help="do not log the final model "
+                     "(default: log it)")
     run.add_argument("--no-refit", action="store_true", help="the final model is the chosen "
                      "trial's own (trained on the train split), not the chosen configuration "
-                     "retrained on train + validation")
-    run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+                     "retrained on train + validation (default: retrained)")
+    run.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all "
+                     "cores)")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                     "(default: a table)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress "
+                     "bar on stderr)")
     add_run_flags(run)  # --workers, --dask, --heartbeat-timeout, --allow-space-change
     run.add_argument("--enqueue", metavar="FILE", help="known configurations to run first: a "
-                     "YAML list of {param: value}, or a file written by `tuner export`")
+                     "YAML list of {param: value}, or a file written by `tuner export` "
+                     "(default: only the space's enqueue: list)")
     run.add_argument("--warm-start", metavar="STUDY", help="start a new study from the trials "
-                     "of STUDY (same storage) that fit this space")
-    run.add_argument("--patience", type=int, help="stop the study after N trials without a "
-                     "better best value")
-    run.add_argument("--timeout", type=float, help="wall-clock budget in seconds: no trial "
-                     "starts after it; the running one finishes")
+                     "of STUDY (same storage) that fit this space (default: start empty)")
+    run.add_argument("--patience", type=int, metavar="N", help="stop the study after N trials "
+                     "without a better best value (default: no limit)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock budget: no "
+                     "trial starts after it; the running one finishes (default: no limit)")
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="check a space file; list parameters, grid size")
-    validate.add_argument("space")
-    validate.add_argument("--json", action="store_true")
+    validate.add_argument("space", help="search-space YAML file")
+    validate.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                          "(default: a table)")
     validate.set_defaults(handler=cmd_validate)
 
     studies = sub.add_parser("studies", help="list the studies in a storage")
-    studies.add_argument("--storage")
-    studies.add_argument("--json", action="store_true")
+    studies.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    studies.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                         "(default: a table)")
     studies.set_defaults(handler=cmd_studies)
 
     best = sub.add_parser("best", help="print a study's best trial and its MLflow run")
-    best.add_argument("study")
-    best.add_argument("--storage")
-    best.add_argument("--tracking-uri")
-    best.add_argument("--json", action="store_true")
+    best.add_argument("study", help="study name (as `tuner studies` lists them)")
+    best.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
+    best.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, to find the trial's run "
+                      "(default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    best.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                      "(default: text)")
     best.set_defaults(handler=cmd_best)
 
 
@@ -96,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from tuner.api import run_study
 
-    return report_outcome(run_study(space, options), args.json, _print_result)
+    result = run_study(space, options)
+    return report_outcome(result, args.json, lambda r: _print_result(r, args.tracking_uri))
 
 
 def report_outcome(outcome: Any, as_json: bool, show: Any) -> int:
@@ -115,7 +130,17 @@ def report_outcome(outcome: Any, as_json: bool, show: Any) -> int:
     return 0
 
 
-def _print_result(result: StudyResult) -> None:
+def browse_hint(tracking_uri: str | None, experiment_id: str | None) -> str | None:
+    """Where the runs can be seen in the MLflow UI (the link `tuner ui` prints)."""
+    if experiment_id is None:
+        return None
+    from tuner.cli._ui import where_to_browse
+    from tuner.tracking import default_tracking_uri
+
+    return where_to_browse(tracking_uri or default_tracking_uri(), experiment_id)
+
+
+def _print_result(result: StudyResult, tracking_uri: str | None) -> None:
     table = Table(title=f"study {result.study} ({result.strategy})", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -135,6 +160,7 @@ def _print_result(result: StudyResult) -> None:
     table.add_row("study storage", result.storage)
     if result.tracking_uri:
         table.add_row("MLflow", f"{result.tracking_uri}, parent run {result.mlflow_parent_run_id}")
+        table.add_row("MLflow UI", browse_hint(tracking_uri, result.mlflow_experiment_id) or "-")
     for note in result.notes:
         table.add_row("note", note)
     _out.print(table)

@@ -1,5 +1,7 @@
 """`tuner ui`: MLflow's UI on 127.0.0.1, over the tracking store that `tuner run` writes to.
 
+MLflow 3 opens an experiment in its GenAI mode (traces); the query `?workflowType=machine_learning`
+opens "Model training" on the runs table, so every link tuner prints carries it (`ui_link`).
 The server runs as `python -m mlflow server` in its own process group, so stopping `tuner ui`
 (Ctrl-C, SIGTERM) stops the server and every worker it started, and a server that dies on its
 own is reported with the end of its log. One worker and no job runner: the UI is for one person
@@ -28,6 +30,21 @@ from tuner.errors import TunerError, redact
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+# The server's own Python warnings (deprecations inside MLflow's dependencies) are not the user's.
+_SERVER_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning"
+
+
+def ui_link(base: str, experiment_id: str) -> str:
+    """The page of an experiment's runs (the runs table, "Model training" mode)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def where_to_browse(tracking_uri: str, experiment_id: str) -> str:
+    """Where a finished run or comparison can be seen: the tracking server's page, or the page
+    that `tuner ui` (started in this folder) will serve."""
+    if tracking_uri.lower().startswith(("http://", "https://")):
+        return ui_link(tracking_uri, experiment_id)
+    return f"{ui_link(f'http://{HOST}:{DEFAULT_PORT}', experiment_id)} (after `tuner ui`)"
 
 
 def backend_store(uri: str) -> str:
@@ -67,7 +84,7 @@ def server_env(uri: str) -> dict[str, str]:
     """The server's environment, which carries the store's URI: a command line is visible to
     every user of the machine (`ps`), and the URI may hold a database password."""
     return {**os.environ, "MLFLOW_BACKEND_STORE_URI": driver_url(uri),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONWARNINGS": _SERVER_WARNINGS}
 
 
 class Server:
@@ -126,17 +143,23 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def serve(uri: str, port: int, wait_s: float, say: Callable[[str], None]) -> int:
-    """Start the UI, say where it is, and keep it up until Ctrl-C or SIGTERM."""
+def serve(uri: str, port: int, wait_s: float, say: Callable[[str], None],
+          experiments: list[tuple[str, str]]) -> int:
+    """Start the UI, say where it is and the link to each of `experiments` ((id, name) pairs),
+    and keep it up until Ctrl-C or SIGTERM."""
     store = backend_store(uri)
     check_port(port)
     server = Server(store, port)
     say(f"starting the MLflow UI on {server.url} over {redact(store)} (10-30 s) ...")
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             server.start()
             server.wait_ready(wait_s)
             say(f"MLflow UI: {server.url}  (tracking store {redact(store)}; Ctrl-C stops it)")
+            for experiment_id, name in experiments:
+                say(f"  experiment {name}: {ui_link(server.url, experiment_id)}")
+            if not experiments:
+                say("  no experiment yet: `tuner run` or `tuner compare` creates one")
             assert server.process is not None
             code = server.process.wait()
             raise RuntimeError(f"mlflow server stopped on its own (exit code {code}): "
@@ -149,7 +172,7 @@ def serve(uri: str, port: int, wait_s: float, say: Callable[[str], None]) -> int
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 

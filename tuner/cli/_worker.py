@@ -11,22 +11,24 @@ import sys
 from typing import Any
 
 
-def add_scaling_flags(parser: argparse.ArgumentParser) -> None:
+def add_scaling_flags(parser: argparse.ArgumentParser, workers_help: str) -> None:
     """Flags shared by `tuner run` and `tuner worker`."""
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes on this machine (default 1); with --dask: the "
-                        "most trials at a time")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help=workers_help)
     parser.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="a running trial silent this long (its worker died) is failed and "
-                        "retried once with the same parameters (default 60)")
+                        "retried once with the same parameters (default: 60)")
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    add_scaling_flags(parser)
+    add_scaling_flags(parser, "worker processes on this machine; with --dask: the most trials "
+                      "at a time (default: 1; with --dask, every Dask thread)")
     parser.add_argument("--dask", metavar="ADDRESS",
-                        help="run the trials as tasks on a Dask cluster (tcp://scheduler:8786)")
+                        help="run the trials as tasks on a Dask cluster, e.g. "
+                        "tcp://scheduler:8786 (default: in this machine's processes; needs the "
+                        "dask extra)")
     parser.add_argument("--allow-space-change", action="store_true",
-                        help="resume a study although its space changed (recorded in the study)")
+                        help="resume a study although its space changed, recording the change "
+                        "(default: refuse)")
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,18 +41,23 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 def register(sub: Any) -> None:
     worker = sub.add_parser(
         "worker", help="join an existing study (its space is stored with it) and run its trials")
-    worker.add_argument("--storage", required=True,
-                        help="the study's storage: postgresql://, redis://, or a shared journal")
-    worker.add_argument("--study", required=True, help="the study's name")
-    worker.add_argument("--trials", type=int, help="budget (default: the latest `tuner run`'s)")
-    worker.add_argument("--threads", type=int, help="torch threads per worker (default: the "
-                        "cores divided by --workers)")
-    worker.add_argument("--tracking-uri", help="MLflow tracking URI of the study (default: "
-                        "MLFLOW_TRACKING_URI)")
-    worker.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    worker.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    worker.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_scaling_flags(worker)
+    worker.add_argument("--storage", metavar="URL", required=True,
+                        help="the study's storage: postgresql://, redis://, or a shared journal "
+                        "file (required)")
+    worker.add_argument("--study", metavar="NAME", required=True, help="the study's name (required)")
+    worker.add_argument("--trials", type=int, metavar="N", help="the study's trial budget "
+                        "(default: the latest `tuner run`'s)")
+    worker.add_argument("--threads", type=int, metavar="N", help="torch threads per worker "
+                        "(default: the cores divided by --workers)")
+    worker.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI of the study (default: "
+                        "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    worker.add_argument("--no-tracking", action="store_true", help="do not log to MLflow "
+                        "(default: log)")
+    worker.add_argument("--json", action="store_true", help="print one JSON object on stdout "
+                        "(default: a line of text)")
+    worker.add_argument("--quiet", action="store_true", help="no progress bar (default: a "
+                        "progress bar on stderr)")
+    add_scaling_flags(worker, "worker processes on this machine (default: 1)")
     worker.set_defaults(handler=cmd_worker)
 
 

@@ -37,7 +37,14 @@ from tuner.data import Dataset, load_dataset
 from tuner.errors import OptionError, TunerError, check_name
 from tuner.execution._options import RunOptions, check_at_least, check_choice, check_flag
 from tuner.execution._run import run_study
-from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, counted_trials, describe, open_storage
+from tuner.search import (
+    ATTR_EXPERIMENT,
+    ATTR_PARENT_RUN,
+    counted_trials,
+    describe,
+    open_storage,
+    shared_start_note,
+)
 from tuner.space import (
     MAX_GRID_POINTS,
     PRUNERS,
@@ -153,10 +160,14 @@ def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]
 
 def run_comparison(space: Space, options: CompareOptions,
                    listener: Listener | None = None,
-                   on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str], None] | None = None,
+                   on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str, tuple[str, ...]],
+                                     None] | None = None,
                    ) -> Comparison:
-    """Run (or resume) every (strategy, repeat) study, then summarise and write the report."""
+    """Run (or resume) every (strategy, repeat) study, then summarise and write the report.
+    `on_plan(name, plans, grid, comparison run id, notes)` hears the plan before any study runs."""
     name, trials, seed = check_options(space, options)
+    note = shared_start_note(options.strategies, trials)
+    notes = (note,) if note else ()
     data = load_dataset(space.data)  # bad data fails before any study or run exists
     grid, grid_space = plan_grid(space, trials) if "grid" in options.strategies else (None, space)
     plans = [StudyPlan(s, r, repeat_seed(seed, r), f"{name}-{s}-r{r}",
@@ -179,16 +190,16 @@ def run_comparison(space: Space, options: CompareOptions,
     with tracker:
         run_id = start_comparison(tracker, name, tags, params)
         if on_plan is not None:
-            on_plan(name, plans, grid, run_id)
+            on_plan(name, plans, grid, run_id, notes)
         _warm_up(data, options.threads)
         return _run_plans(space, grid_space, options, name, experiment, run_id, grid, plans,
-                          params, tags, storage, tracker, listener)
+                          params, tags, storage, tracker, listener, notes)
 
 
 def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: str,
                experiment: str, run_id: str, grid: GridPlan | None, plans: list[StudyPlan],
                params: dict[str, Any], tags: dict[str, str], storage: Any, tracker: Tracker,
-               listener: Listener | None) -> Comparison:
+               listener: Listener | None, notes: tuple[str, ...]) -> Comparison:
     interrupted = False
     try:
         for plan in plans:
@@ -217,7 +228,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
         comparison = build_comparison(
             space, name, run_id, grid, plans, storage, tracker, settings,
             list(options.strategies), options.target,
-            Path(options.out or Path("reports") / name), interrupted)
+            Path(options.out or Path("reports") / name), interrupted, notes)
         _record(comparison, tracker)
     except BaseException:
         tracker.end_run(run_id, "KILLED")

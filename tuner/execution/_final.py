@@ -62,8 +62,8 @@ class FinalOptions:
             check_at_least(name, getattr(self, name), 1)
         check_at_least("seed", self.seed, 0)
         if self.register is not None and not (self.tracking and self.log_model):
-            raise OptionError("register", "needs the model logged to MLflow (tracking and "
-                              "log_model on: no --no-tracking, --no-model)")
+            raise OptionError("register", "needs the model logged to MLflow: "
+                              "not with {tracking=False} or {log_model=False}")
         if self.front_index is not None and self.where is not None:
             raise OptionError("where", "pick a front member by front_index or by where, not both")
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 from tuner.errors import TunerError
-from tuner.execution._loop import stop_on_signals, work
+from tuner.execution._loop import show, stop_on_signals, work
 from tuner.execution._options import StudyResult, WorkerOptions
 from tuner.execution._progress import StudyProgress
 from tuner.execution._run import study_result
@@ -67,6 +67,7 @@ def join_study(options: WorkerOptions) -> StudyResult:
         notes.append("the study has no MLflow parent run: trials are not tracked")
     bar = StudyProgress(options.study, job.target, counted_trials(session.study),
                         enabled=options.progress)
+    show(session, bar)
     stop = threading.Event()
     try:
         if options.workers > 1:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.errors import OptionError, check_name
+from tuner.errors import OptionError, check_name, require_extra
 from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S
 from tuner.space import PRUNERS, STRATEGIES
 
@@ -65,6 +65,8 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise OptionError(name, f"must be a non-empty string, got {value!r}")
+        if self.dask is not None:
+            require_extra("dask", f"running trials on the Dask cluster {self.dask}")
 
 
 def check_flag(name: str, value: object) -> None:

@@ -21,7 +21,9 @@ class StudyProgress:
 
     def __init__(self, title: str, planned: int, done: int, enabled: bool = True):
         self.enabled = enabled
-        self.console = Console(file=sys.stderr)
+        # Outside a terminal (a log, CI) rich assumes 80 columns and cuts the line ("0:03…");
+        # the bar is printed once at the end there, so give it the room it needs.
+        self.console = Console(file=sys.stderr, width=None if sys.stderr.isatty() else 200)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -20,7 +20,7 @@ from tuner.data import load_dataset
 from tuner.errors import check_name
 from tuner.execution._dask import run_on_dask
 from tuner.execution._finish import finish_study
-from tuner.execution._loop import stop_on_signals, work
+from tuner.execution._loop import show, stop_on_signals, work
 from tuner.execution._options import RunOptions, StudyResult
 from tuner.execution._progress import StudyProgress
 from tuner.execution._runs import StudyRuns
@@ -109,6 +109,7 @@ def _drive(session: Session, options: RunOptions, threads: int,
     study = session.study
     progress = StudyProgress(study.study_name, session.target, counted_trials(study),
                              enabled=options.progress)
+    show(session, progress)  # a resumed (or finished) study starts from its best and counts
     try:
         with progress:
             if options.workers > 1 or options.dask is not None:

@@ -26,14 +26,17 @@ from tuner.search._pareto import (
     parse_condition,
     pick,
 )
+from tuner.search._quiet import quiet_optuna
 from tuner.search._samplers import (
     ATTR_FALLBACK,
+    STARTUP_TRIALS,
     GuardedSampler,
     PerTrialSampler,
     make_pruner,
     make_sampler,
     sampler_name,
     seeded_sampler,
+    shared_start_note,
     trial_seed,
 )
 from tuner.search._stopping import StoppingRules, trials_since_best
@@ -125,6 +128,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "HEARTBEAT",
     "RETRY_S",
+    "STARTUP_TRIALS",
     "TRIAL_BEST_EPOCH",
     "TRIAL_CONSTRAINTS",
     "TRIAL_COPIED_FROM",
@@ -183,11 +187,13 @@ __all__ = [
     "pick",
     "plan_budget",
     "points_from",
+    "quiet_optuna",
     "reap_stale",
     "retry_attrs",
     "retry_params",
     "sampler_name",
     "seeded_sampler",
+    "shared_start_note",
     "shared_url",
     "stored_space",
     "study_done",

@@ -36,6 +36,21 @@ from tuner.space import MULTI_STRATEGIES, PRUNERS, STRATEGIES, PrunerSpec
 
 _log = logging.getLogger("tuner")
 ATTR_FALLBACK = "tuner.sampler_fallback"
+# TPE's and GP's random start-up trials (Optuna's default, set here so that it is known): with
+# the per-trial seeds, random, tpe and gp draw the same parameters for the first trials of a seed.
+STARTUP_TRIALS = 10
+SHARED_START = ("random", "tpe", "gp")
+
+
+def shared_start_note(strategies: Sequence[str], trials: int) -> str | None:
+    """A warning when a comparison's budget ends within the start-up trials: then random, tpe and
+    gp run identical parameters, and any difference between them is noise (timing, mostly)."""
+    same = [s for s in strategies if s in SHARED_START]
+    if len(same) < 2 or trials > STARTUP_TRIALS:
+        return None
+    return (f"{trials} trials per study are within the {STARTUP_TRIALS} random start-up trials "
+            f"of tpe and gp: in each repeat {', '.join(same)} run identical parameters, so their "
+            f"differences are noise; compare them with more than {STARTUP_TRIALS} trials")
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -53,10 +68,11 @@ def make_sampler(strategy: str, seed: int, multi: bool = False) -> BaseSampler:
         # several workers); the random sampler is never asked while the queue is not empty.
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=not multi,
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS,
+                                          multivariate=True, group=not multi,
                                           constant_liar=True)
     if strategy == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
     if strategy == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if strategy == "nsga2":

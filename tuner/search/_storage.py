@@ -22,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend, JournalRedisBackend, Jou
 from optuna.trial import TrialState
 
 from tuner._stores import creation_lock, driver_url, missing_driver, sqlite_path
-from tuner.errors import StorageError, first_line, redact
+from tuner.errors import StorageError, first_line, redact, require_extra
 from tuner.search._journal import repair as repair_journal
 
 DEFAULT_STORAGE = "tuner.journal"
@@ -56,6 +56,10 @@ def kind_of(url: str) -> str:
 def open_storage(url: str | None, retry_s: float = RETRY_S) -> RetryingStorage:
     url = url or DEFAULT_STORAGE
     kind = kind_of(url)
+    if url.startswith(("postgresql", "postgres")):
+        require_extra("postgres", f"the storage {url}")
+    elif kind == "redis":
+        require_extra("redis", f"the storage {url}")
     try:
         inner: BaseStorage
         if kind in ("rdb", "sqlite"):

@@ -15,7 +15,7 @@ from optuna.distributions import check_distribution_compatibility
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import TunerError
+from tuner.errors import OptionError
 from tuner.search._optuna import queued_params, set_state, trial_id, trial_of
 from tuner.space import GRID_LIMIT, Grid, Space
 
@@ -81,23 +81,24 @@ def open_study(storage: BaseStorage, name: str, space: Space, strategy: str, see
             changes = diff_spaces(json.loads(stored), json.loads(space.canonical))
             listed = f"{'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''}"
             if not allow_change:
-                raise TunerError(
-                    f"study {name!r} was created from a different space "
+                raise OptionError(
+                    "study_name", f"study {name!r} was created from a different space "
                     f"({attrs.get(ATTR_SPACE_FILE, '?')}); changed: {listed}. Use another "
-                    "--study name to start afresh, or --allow-space-change to go on with it")
+                    "{study_name} to start afresh, or {allow_space_change=True} to go on with it")
         for attr, wanted in ((ATTR_STRATEGY, strategy), (ATTR_SEED, seed)):
             if attr in attrs and attrs[attr] != wanted:
-                raise TunerError(f"study {name!r} was run with {attr.split('.')[1]} "
-                                 f"{attrs[attr]!r}, not {wanted!r}; use another --study name")
+                raise OptionError("study_name", f"study {name!r} was run with "
+                                  f"{attr.split('.')[1]} {attrs[attr]!r}, not {wanted!r}; use "
+                                  "another {study_name}")
     directions: list[Any] = [o.direction for o in space.objectives]
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 pruner=pruner, directions=directions, load_if_exists=True)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
-        raise TunerError(f"study {name!r} optimises in direction(s) {', '.join(stored)}, the "
-                         f"space says {', '.join(directions)}; an Optuna study cannot change "
-                         "its objectives' directions (not even with --allow-space-change): use "
-                         "another --study name")
+        raise OptionError("study_name", f"study {name!r} optimises in direction(s) "
+                          f"{', '.join(stored)}, the space says {', '.join(directions)}; an "
+                          "Optuna study cannot change its objectives' directions (not even with "
+                          "{allow_space_change=True}): use another {study_name}")
     if changes:
         _check_compatible(study, space)
         # Recorded with the study, so that its trials can be read against the right space.
@@ -151,8 +152,9 @@ def _check_compatible(study: optuna.Study, space: Space) -> None:
             except ValueError as exc:
                 problems.append(f"{name}: {str(exc).rstrip('.')}")
     if problems:
-        raise TunerError(f"study {study.study_name!r} cannot take this space change, even with "
-                         f"--allow-space-change: {'; '.join(problems)}. Use another --study name")
+        raise OptionError("study_name", f"study {study.study_name!r} cannot take this space "
+                          "change, even with {allow_space_change=True}: "
+                          f"{'; '.join(problems)}. Use another " "{study_name}")
 
 
 def plan_budget(handle: StudyHandle, space: Space, strategy: str, seed: int,

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.errors import TunerError, first_line
+from tuner.errors import OptionError, TunerError, first_line
 from tuner.search._study import TRIAL_ENQUEUED
 from tuner.space import FixedParam, Param, Space, check_points, load_yaml, parse_space
 
@@ -61,8 +61,8 @@ def warm_start(study: optuna.Study, space: Space, source: str,
                              f"{done.get('from')!r}, not {source!r}")
         return int(done.get("copied", 0)), []
     if study.get_trials(deepcopy=False):
-        raise TunerError(f"study {study.study_name!r} already has trials; a warm start needs a "
-                         "new study (another --study name)")
+        raise OptionError("warm_start", f"study {study.study_name!r} already has trials; a "
+                          "warm start needs a new study (another {study_name})")
     names = [s.study_name for s in storage.get_all_studies()]
     if source not in names:
         raise TunerError(f"no study {source!r} to warm-start from; studies: "
@@ -114,8 +114,8 @@ def check_warm_start(storage: optuna.storages.BaseStorage, name: str, space: Spa
             raise TunerError(f"no study {options.warm_start!r} to warm-start from; studies: "
                              f"{', '.join(names) or 'none'}")
         if options.warm_start == name:
-            raise TunerError("a study cannot warm-start from itself; to extend it, run it "
-                             "again with a larger --trials")
+            raise OptionError("warm_start", "a study cannot warm-start from itself; to extend "
+                              "it, run it again with larger {trials}")
     return points
 
 

@@ -12,6 +12,7 @@ from tuner.tracking._queries import (
     fail_trial_run,
     find_trial_run,
     join_tracker,
+    list_experiments,
     log_study_outcome,
     run_experiment,
     run_status,
@@ -19,13 +20,21 @@ from tuner.tracking._queries import (
     start_comparison,
     trial_run_tags,
 )
-from tuner.tracking._tracker import PARENT_RUN_TAG, RUN_STATUS, Tracker, TrialRun, client_for
+from tuner.tracking._tracker import (
+    PARENT_RUN_TAG,
+    RUN_STATUS,
+    Tracker,
+    TrialRun,
+    client_for,
+    store_uri,
+)
 
 __all__ = [
     "PARENT_RUN_TAG", "RUN_STATUS", "StoreError", "Tracker", "TrialRun", "check_comparison",
     "check_store", "client_for",
     "default_tracking_uri",
-    "fail_trial_run", "find_trial_run", "join_tracker", "log_raw_row_model", "log_study_outcome",
+    "fail_trial_run", "find_trial_run", "join_tracker", "list_experiments", "log_raw_row_model",
+    "log_study_outcome",
     "log_torch_model", "register_model", "run_experiment", "run_status", "runs_frame",
-    "start_comparison", "trial_run_tags",
+    "start_comparison", "store_uri", "trial_run_tags",
 ]

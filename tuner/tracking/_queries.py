@@ -11,8 +11,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from tuner.errors import TunerError, redact
-from tuner.tracking._tracker import BATCH_LIMIT, Tracker, client_for, text
+from tuner.errors import OptionError, TunerError, redact
+from tuner.tracking._tracker import BATCH_LIMIT, Tracker, client_for, store_uri, text
 
 
 def find_trial_run(tracking_uri: str | None, experiment_id: str, study: str,
@@ -52,9 +52,10 @@ def join_tracker(tracking_uri: str | None, experiment_id: str, parent_run_id: st
         experiment = client.get_experiment(experiment_id)
         client.get_run(parent_run_id)
     except MlflowException:
-            raise TunerError(f"the study logs to MLflow experiment {experiment_id} (parent run "
-                         f"{parent_run_id}), which is not in the tracking store {shown}: pass the "
-                         "study's --tracking-uri, or --no-tracking") from None
+        raise OptionError("tracking_uri", f"the study logs to MLflow experiment {experiment_id} "
+                          f"(parent run {parent_run_id}), which is not in the tracking store "
+                          f"{shown}: pass the study's " "{tracking_uri}, or {tracking=False}"
+                          ) from None
     return Tracker(tracking_uri, experiment.name)
 
 
@@ -78,9 +79,9 @@ def check_comparison(tracking_uri: str | None, experiment: str, name: str,
     changed = [f"{k}: {stored[k]} -> {text(v)}" for k, v in params.items()
                if k in stored and stored[k] != text(v)]
     if changed:
-            raise TunerError(f"comparison {name!r} in experiment {experiment!r} was run with other "
-                         f"settings ({'; '.join(changed)}): use the same flags to resume it, or "
-                         "another --name")
+        raise OptionError("name", f"comparison {name!r} in experiment {experiment!r} was run "
+                          f"with other settings ({'; '.join(changed)}): use the same settings to "
+                          "resume it, or another {name}")
 
 
 def start_comparison(tracker: Tracker, name: str, tags: Mapping[str, str],
@@ -148,6 +149,27 @@ def run_experiment(tracking_uri: str | None, run_id: str) -> str | None:
         return str(client.get_experiment(run.info.experiment_id).name)
     except MlflowException:
         return None
+
+
+def list_experiments(tracking_uri: str | None, name: str | None = None) -> list[tuple[str, str]]:
+    """(id, name) of the active experiments of a store, oldest first (MLflow's Default experiment
+    only if it has runs); with `name`, that one experiment, or an error listing the others."""
+    client = client_for(tracking_uri)
+    found = []
+    for experiment in client.search_experiments(max_results=1000):
+        eid = str(experiment.experiment_id)
+        if experiment.name == "Default" and not client.search_runs([eid], max_results=1):
+            continue
+        found.append((eid, str(experiment.name)))
+    found.sort(key=lambda e: (not e[0].isdigit(), int(e[0]) if e[0].isdigit() else 0, e[0]))
+    if name is None:
+        return found
+    chosen = [e for e in found if e[1] == name]
+    if not chosen:
+        names = ", ".join(n for _, n in found) or "none"
+        raise OptionError("experiment", f"no experiment {name!r} in "
+                          f"{redact(store_uri(tracking_uri))}; experiments: {names}")
+    return chosen
 
 
 def runs_frame(tracking_uri: str | None, experiment: str) -> Any:

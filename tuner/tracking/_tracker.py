@@ -21,8 +21,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tuner._stores import creation_lock, driver_url, sqlite_path
-from tuner.errors import redact
+from tuner._stores import creation_lock, driver_url, scheme_of, sqlite_path
+from tuner.errors import redact, require_extra
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
 
@@ -34,6 +34,16 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
 
 
 
+def store_uri(tracking_uri: str | None) -> str:
+    """The tracking URI as MLflow gets it: None is MLFLOW_TRACKING_URI or MLflow's default; a
+    PostgreSQL database needs the postgres extra, and a bare `postgresql://` gets the driver that
+    is installed (SQLAlchemy 2.1 would assume psycopg 3)."""
+    uri = tracking_uri or str(mlflow.get_tracking_uri())
+    if scheme_of(uri) in ("postgresql", "postgres"):
+        require_extra("postgres", f"the tracking URI {uri}")
+    return driver_url(uri)
+
+
 def client_for(tracking_uri: str | None) -> MlflowClient:
     """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
     MLflow's chatter kept off the user's terminal."""
@@ -42,7 +52,7 @@ def client_for(tracking_uri: str | None) -> MlflowClient:
     # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
     # to do so): that would break `--json` and cost a request per trial.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    uri = driver_url(tracking_uri or str(mlflow.get_tracking_uri()))
+    uri = store_uri(tracking_uri)
     path = sqlite_path(uri)
     if path is None or uri in _OPENED:
         return MlflowClient(uri)
@@ -68,7 +78,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True):
         self.client = client_for(tracking_uri)
-        self.tracking_uri = driver_url(tracking_uri or str(mlflow.get_tracking_uri()))
+        self.tracking_uri = store_uri(tracking_uri)
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
