@@ -1,5 +1,6 @@
-"""Training: the MLP, its optimizer and schedule, the training loop, custom trainers, and what a
-trained model costs (parameter count, latency).
+"""Training: the MLP, its optimizer and schedule, the training loop, several trials trained at once
+as one stacked model (packs), custom trainers, devices, and what a trained model costs (parameter
+count, latency).
 
 It imports neither Optuna nor MLflow: the loop emits per-epoch events to callbacks (pruning,
 tracking and the stop flag are callbacks that the execution layer hands in), which may raise to
@@ -7,6 +8,7 @@ stop training.
 """
 
 from tuner.training._custom import Reporter, Trainer, final_metrics, load_trainer, resolve, using
+from tuner.training._device import DEVICES, on_device, resolve_device
 from tuner.training._fit import (
     Callback,
     FitResult,
@@ -19,9 +21,45 @@ from tuner.training._fit import (
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
 from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
+from tuner.training._pack import (
+    Finished,
+    Pack,
+    PackedTrial,
+    fit_packed,
+    micro_batch,
+    pack_key,
+    pack_size,
+)
 
 __all__ = [
-    "Callback", "FitResult", "NonFiniteLoss", "RawRowScorer", "Reporter", "ScoringModel",
-    "Trainer", "build_mlp", "build_optimizer", "criterion", "evaluate", "final_metrics", "fit",
-    "latency_ms_per_1k", "load_trainer", "parameter_count", "predict", "resolve", "train", "using",
+    "DEVICES",
+    "Callback",
+    "Finished",
+    "FitResult",
+    "NonFiniteLoss",
+    "Pack",
+    "PackedTrial",
+    "RawRowScorer",
+    "Reporter",
+    "ScoringModel",
+    "Trainer",
+    "build_mlp",
+    "build_optimizer",
+    "criterion",
+    "evaluate",
+    "final_metrics",
+    "fit",
+    "fit_packed",
+    "latency_ms_per_1k",
+    "load_trainer",
+    "micro_batch",
+    "on_device",
+    "pack_key",
+    "pack_size",
+    "parameter_count",
+    "predict",
+    "resolve",
+    "resolve_device",
+    "train",
+    "using",
 ]
