@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tuner.cli._study import report_outcome
+from tuner.cli._worker import add_device_flags, device_options
 from tuner.errors import TunerError
 from tuner.space import PRUNERS, load_space
 
@@ -46,9 +47,8 @@ def register(sub: Any) -> None:
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                          "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     compare.add_argument("--no-model", action="store_true", help="do not log best models")
-    compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study "
-                         "(they take 3-8 s per study)")
-    compare.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    compare.add_argument("--no-views", action="store_true", help="no Optuna views per study")
+    add_device_flags(compare)  # --threads, --pack, --device
     compare.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     compare.add_argument("--quiet", action="store_true", help="no live progress")
     compare.set_defaults(handler=cmd_compare)
@@ -76,8 +76,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         trials=args.trials, repeats=args.repeats, seed=args.seed, pruner=args.pruner,
         name=args.name, experiment=args.experiment, storage=args.storage,
-        tracking_uri=args.tracking_uri, target=args.target, out=args.out, threads=args.threads,
-        log_model=not args.no_model, views=not args.no_views)
+        tracking_uri=args.tracking_uri, target=args.target, out=args.out,
+        **device_options(args), log_model=not args.no_model, views=not args.no_views)
     import optuna
 
     # GPSampler warns once per conditional parameter per trial (it samples those at random),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from tuner.cli._worker import add_run_flags, run_options
+from tuner.cli._worker import add_device_flags, add_run_flags, device_options, run_options
 from tuner.errors import TunerError
 from tuner.space import PRUNERS, STRATEGIES, load_space
 
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
                      "or sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--no-model", action="store_true", help="do not log the best model")
-    run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    add_device_flags(run)  # --threads, --pack, --device
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_run_flags(run)  # --workers, --dask, --heartbeat-timeout, --allow-space-change
@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         strategy=args.strategy, trials=args.trials, seed=args.seed, pruner=args.pruner,
         storage=args.storage, study_name=args.study, experiment=args.experiment,
         tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
-        log_model=not args.no_model, threads=args.threads,
+        log_model=not args.no_model, **device_options(args),
         progress=not (args.quiet or args.json), **run_options(args),
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
         timeout=args.timeout,

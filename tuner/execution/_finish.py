@@ -76,7 +76,8 @@ def finish_study(session: Session, log_model: bool, views: bool) -> dict[str, An
         "trials.csv": study.trials_dataframe().to_csv(index=False),
     })
     if views and not space.multi:
-        tracker.log_artifacts(parent, study_views(study), folder="views")
+        # The interactive page only: the PNGs take seconds of matplotlib (`tuner report`).
+        tracker.log_artifacts(parent, study_views(study, png=False), folder="views")
     if log_model:
         # The PyTorch model; for tables also a scorer of raw rows (pipeline + model).
         final["model_uri"], scorer = log_models(tracker, parent, model, session.data)

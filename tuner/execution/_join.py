@@ -30,6 +30,7 @@ from tuner.search import (
     shared_url,
     stored_space,
 )
+from tuner.training import resolve_device
 
 
 def join_study(options: WorkerOptions) -> StudyResult:
@@ -50,7 +51,8 @@ def join_study(options: WorkerOptions) -> StudyResult:
               options.trials or int(attrs.get(ATTR_TRIALS, space.study.trials)), threads,
               options.heartbeat_timeout, options.storage_retry_s,
               options.tracking and bool(experiment and parent), options.tracking_uri,
-              experiment, parent, StoppingRules.from_attr(attrs.get(ATTR_STOPPING)))
+              experiment, parent, StoppingRules.from_attr(attrs.get(ATTR_STOPPING)),
+              options.pack, str(resolve_device(options.device)))
     session = open_job(job)
     notes = [thread_note] if thread_note else []
     if space.trainer is not None:

@@ -46,9 +46,13 @@ class RunOptions:
     warm_start: str | None = None  # copy the fitting trials of this study into a new one
     patience: int | None = None  # stop after this many trials without a better best value
     timeout: float | None = None  # seconds; no trial starts after them, the running one ends
+    pack: int | None = None  # MLP trials trained at once: None sizes packs automatically
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
+        check_at_least("pack", self.pack, 1)
+        check_device("device", self.device)
         check_choice("pruner", self.pruner, PRUNERS)
         for name in ("trials", "threads", "patience", "workers"):
             check_at_least(name, getattr(self, name), 1)
@@ -92,6 +96,13 @@ def check_at_least(name: str, value: float | None, low: float, unit: str = "") -
         raise OptionError(name, f"must be {kind} >= {low:g}{unit}, got {value!r}")
     if value < low:
         raise OptionError(name, f"must be >= {low:g}{unit}, got {value!r}")
+
+
+def check_device(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise OptionError(name, f"unknown device {value!r}; choose from auto, cpu, cuda, cuda:N")
 
 
 def check_positive(name: str, value: float | None) -> None:
@@ -146,8 +157,12 @@ class WorkerOptions:
     heartbeat_timeout: float = DEFAULT_TIMEOUT_S
     storage_retry_s: float = RETRY_S
     progress: bool = True
+    pack: int | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_at_least("pack", self.pack, 1)
+        check_device("device", self.device)
         if not isinstance(self.storage, str) or not self.storage.strip():
             raise OptionError("storage", f"must be a non-empty string, got {self.storage!r}")
         check_name("study", self.study)

@@ -47,6 +47,7 @@ from tuner.search import (
 )
 from tuner.space import Space
 from tuner.tracking import Tracker
+from tuner.training import resolve_device
 
 
 def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
@@ -60,6 +61,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     pruner = pruner_spec_for(space, options.pruner)
     threads, notes = check_scaling(options)
     torch.set_num_threads(threads)
+    device = resolve_device(options.device)
     data = load_dataset(space.data)  # bad data fails here, before any study or run exists
 
     name = options.study_name or default_study_name(space, strategy, seed)
@@ -74,7 +76,9 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
-    tracker = Tracker(options.tracking_uri, options.experiment or space.name) \
+    # One process trains: its trial runs are written by a writer process, off its GIL.
+    tracker = Tracker(options.tracking_uri, options.experiment or space.name,
+                      process=options.workers == 1 and options.dask is None) \
         if options.tracking else None
     try:
         runs = None if tracker is None else StudyRuns.open(
@@ -84,7 +88,8 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
             runs.tracker.log_summary(runs.parent, {},
                                      {"space_changes": json.dumps(list(handle.changes))})
         session = Session(space, handle, data, seed, strategy, target, pruner.name != "none",
-                          runs, options.heartbeat_timeout, rules)
+                          runs, options.heartbeat_timeout, rules, pack=options.pack,
+                          device=str(device))
         interrupted, final = _drive(session, options, threads, notes)
         return study_result(session, started, interrupted, describe(options.storage), final, notes,
                        tracker)
