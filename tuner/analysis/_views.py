@@ -46,8 +46,9 @@ class _Cached(BaseImportanceEvaluator):
         return dict(self.importances)
 
 
-def study_views(study: optuna.Study) -> dict[str, str | bytes]:
-    """File name -> content: `NAME.png` per view that applies, and `views.html` with all of them.
+def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]:
+    """File name -> content: `NAME.png` per view that applies (unless `png` is False: drawing
+    them takes seconds), and `views.html` with all of them.
 
     A view that does not apply (one trial, no intermediate values, fewer than two parameters)
     or fails is left out and named in `skipped.txt`; a study never fails because of its plots.
@@ -58,7 +59,8 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         return {"skipped.txt": "no complete trial: nothing to plot\n"}
-    _headless_matplotlib()
+    if png:
+        _headless_matplotlib()
     target = _objective_name(study)
     importances = _importances(study) if len(trials) >= 2 else {}
     evaluator = _Cached(importances)
@@ -98,8 +100,9 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
                 continue
             title, draw = plan
             try:
-                files[f"{name}.png"] = _png(draw(mpl_views), width=(
-                    max(8.0, 0.8 * (searched + 1)) if name == "parallel_coordinate" else 8.0))
+                if png:
+                    files[f"{name}.png"] = _png(draw(mpl_views), width=(
+                        max(8.0, 0.8 * (searched + 1)) if name == "parallel_coordinate" else 8.0))
                 sections.append((title, draw(plotly_views)))
             except Exception as exc:  # a plot is a by-product; report it and go on
                 files.pop(f"{name}.png", None)

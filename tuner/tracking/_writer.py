@@ -72,3 +72,4 @@ class RunRef:
 
     def __init__(self) -> None:
         self.id: str | None = None
+

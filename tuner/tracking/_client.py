@@ -1,0 +1,98 @@
+"""The MLflow client on a tracking store, and writing one trial run's batch (shared by the
+tracker's background thread and its writer process).
+
+A new SQLite store (the default `sqlite:///mlflow.db` in a new folder) starts as a copy of an
+empty store made once per machine and MLflow version: creating the schema runs MLflow's ~60
+database migrations (about a second, several on a busy machine), the copy takes milliseconds.
+MLflow checks the schema's revision whenever it opens a store, so a copy that does not match
+the installed MLflow would be refused, not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import mlflow
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from tuner.errors import redact
+
+BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch call
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
+              "FAILED": "FAILED", "KILLED": "KILLED", "INTERRUPTED": "KILLED"}
+
+
+def client_for(tracking_uri: str | None) -> MlflowClient:
+    """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
+    MLflow's chatter kept off the user's terminal."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
+    # to do so): that would break `--json` and cost a request per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    _seed_sqlite(uri)
+    return MlflowClient(uri)
+
+
+def _seed_sqlite(uri: str) -> None:
+    """A new local SQLite store: copy the empty store of this MLflow version (made once)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "sqlite" or parts.netloc or parts.path in ("", "/", "/:memory:"):
+        return
+    path = Path(unquote(parts.path[1:]))  # sqlite:///rel.db, sqlite:////abs.db
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        template = _template()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, tmp)
+        try:
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        return  # MLflow creates the store itself
+
+
+def _template() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuner"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.exists():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        db = Path(tmp) / "empty.db"
+        MlflowClient(f"sqlite:///{db}").search_experiments()  # creates the schema
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.link(db, template)
+    return template
+
+
+def write_run(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
+              tags: list[tuple[str, str]], status: str | None) -> None:
+    """A trial run's metrics (in batches of MLflow's limit), tags and end."""
+    points = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
+    run_tags = [RunTag(k, v) for k, v in tags]
+    for i in range(0, max(len(points), 1), BATCH_LIMIT):
+        chunk = points[i:i + BATCH_LIMIT]
+        last = i + BATCH_LIMIT >= len(points)
+        if chunk or (last and run_tags):
+            client.log_batch(run_id, metrics=chunk, tags=run_tags if last else [])
+    if status is not None:
+        client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
+
+
+def text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return redact(text)[:6000]
