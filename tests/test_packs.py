@@ -97,7 +97,7 @@ def test_batch_norm_trials_share_a_pack_of_their_batch_size(digits, one_thread) 
     # digit.
     configs = [TrialConfig(units=(16, 8), batch_norm=True, dropout=0.1, optimizer="sgd",
                            lr=0.05, momentum=0.9, batch_size=64),
-               TrialConfig(units=(8, 24), batch_norm=True, activation="elu", optimizer="sgd",
+               TrialConfig(units=(12, 7), batch_norm=True, activation="elu", optimizer="sgd",
                            lr=0.02, batch_size=64)]
     assert len({pack_key(c, len(digits.train), 32) for c in configs}) == 1
     alone = [fit(c, digits, seed=i, **_options(3)) for i, c in enumerate(configs)]
@@ -167,8 +167,12 @@ def test_a_stopped_trial_leaves_and_a_trial_that_joins_later_trains_as_alone(
 def test_what_a_pack_shares_and_the_micro_batch() -> None:
     assert micro_batch([32, 64, 128]) == 32 and micro_batch([50, 64]) is None
     a = TrialConfig(units=(8, 8), batch_size=32)
-    assert pack_key(a, 1000, 32) == pack_key(TrialConfig(units=(64, 2), batch_size=128,
-                                                         activation="tanh"), 1000, 32)
+    # Batch sizes (multiples of the micro-batch), activations, optimizers differ in a pack;
+    # each layer's width within a factor of two.
+    assert pack_key(a, 1000, 32) == pack_key(TrialConfig(units=(7, 5), batch_size=128,
+                                                         activation="tanh", optimizer="sgd"),
+                                             1000, 32)
+    assert pack_key(a, 1000, 32) != pack_key(TrialConfig(units=(8, 9), batch_size=32), 1000, 32)
     assert pack_key(a, 1000, 32) != pack_key(TrialConfig(units=(8,), batch_size=32), 1000, 32)
     assert pack_key(a, 1000, None) != pack_key(TrialConfig(units=(8, 8), batch_size=64), 1000,
                                                None)

@@ -12,7 +12,6 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from tuner.analysis import front_views, study_views
 from tuner.execution._models import data_metrics, log_models
 from tuner.execution._session import Session
 from tuner.search import TRIAL_PARAMS, TRIAL_SEED, pareto_front, pick
@@ -37,6 +36,8 @@ def chosen_trial(study: optuna.Study) -> FrozenTrial | None:
 def finish_study(session: Session, log_model: bool, views: bool) -> dict[str, Any]:
     """Evaluate the chosen trial once on the test split; log the study's summary and model.
     Returns {"test_metrics": ..., "model_uri": ...} ({} without a complete trial)."""
+    from tuner.analysis import front_views, study_views  # plotting loads when a study ends
+
     study, space, runs = session.study, session.space, session.runs
     chosen = chosen_trial(study)
     if chosen is None:

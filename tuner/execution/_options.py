@@ -137,6 +137,7 @@ class StudyResult:
     storage_s: float = 0.0  # time in storage calls, all workers together
     tracking_background_s: float = 0.0  # MLflow calls written by the background thread
     stopped: str | None = None  # the stopping rule that ended the study early, if one did
+    training_s: float = 0.0  # wall time spent training models (packs counted once)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -111,7 +111,10 @@ class _Runner:
                     micro=micro, device=self.device)
         self._fill(pack, key, capacity)
         while len(pack):
-            for item in pack.run_epoch():
+            started = time.perf_counter()
+            finished = pack.run_epoch()
+            session.stats.training_s += time.perf_counter() - started
+            for item in finished:
                 self._conclude(item)
             self._fill(pack, key, capacity)
 

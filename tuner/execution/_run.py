@@ -169,6 +169,7 @@ def study_result(session: Session, started: float, interrupted: bool, storage: s
         n_failed=sum(t.state == TrialState.FAIL and not uncounted(t) for t in trials),
         wall_s=round(time.perf_counter() - started, 3),
         trials_s=round(session.stats.trials_s, 3),
+        training_s=round(session.stats.training_s, 3),
         tracking_s=round(session.stats.tracking_s, 3),
         tracking_background_s=round(tracker.background_seconds, 3) if tracker else 0.0,
         test_metrics=final.get("test_metrics", {}),

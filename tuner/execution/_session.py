@@ -35,13 +35,15 @@ class SessionStats:
     """What this process did, for the study's result (workers send theirs to the parent)."""
 
     ran: int = 0
-    trials_s: float = 0.0
+    trials_s: float = 0.0  # the trials' durations, summed (a pack's overlap)
+    training_s: float = 0.0  # wall time spent training (one trial or one pack at a time)
     tracking_s: float = 0.0  # MLflow time on the trials' critical path
     storage_s: float = 0.0  # storage time of worker processes, reported at their end
     stopped: str | None = None  # the stopping rule that ended this process's loop
 
     def add(self, other: dict[str, Any]) -> None:
         self.trials_s += float(other.get("trials_s", 0.0))
+        self.training_s += float(other.get("training_s", 0.0))
         self.tracking_s += float(other.get("tracking_s", 0.0))
         self.storage_s += float(other.get("storage_s", 0.0))
         self.stopped = self.stopped or other.get("stopped")
@@ -125,6 +127,7 @@ class Session:
         end its MLflow run."""
         try:
             self.stats.trials_s += outcome.seconds
+            self.stats.training_s += outcome.training_s
             self.stats.ran += 1
             self.recorder.record(opened.trial, outcome)
         finally:
@@ -186,5 +189,6 @@ class Session:
         if self.runs is not None:
             self.runs.tracker.flush()
         return {"ran": self.stats.ran, "trials_s": self.stats.trials_s,
+                "training_s": self.stats.training_s,
                 "tracking_s": self.stats.tracking_s, "storage_s": self.storage_seconds(),
                 "stopped": self.stats.stopped}

@@ -56,6 +56,7 @@ class TrialOutcome:
     fit: FitResult | None = None
     seconds: float = 0.0
     values: list[float] | None = None  # one per objective (multi-objective spaces)
+    training_s: float = 0.0  # of `seconds`, the time spent training
 
 
 class _PruningReporter:
@@ -156,6 +157,7 @@ def run_trial(
     outcome, seed = prepared.outcome, prepared.seed
     error: Exception | None = None
     result: FitResult | None = None
+    started = time.perf_counter()
     try:
         if space.model == "custom":
             _run_custom(space, prepared.params, seed, trial.number, outcome,
@@ -167,6 +169,7 @@ def run_trial(
                            device=device)
     except (optuna.TrialPruned, NonFiniteLoss, Interrupted) as exc:
         error = exc
+    outcome.training_s = time.perf_counter() - started
     return close_trial(prepared, space, data, result, error), prepared.run
 
 

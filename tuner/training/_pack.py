@@ -65,13 +65,15 @@ class Finished:
 
 
 def pack_key(config: TrialConfig, n_rows: int, micro: int | None) -> tuple[Any, ...]:
-    """What trials must share to train in one pack: depth, batch norm, and the micro-batch
-    (their batch size itself where micro-batches do not apply)."""
+    """What trials must share to train in one pack: depth, batch norm, the micro-batch (their
+    batch size itself where micro-batches do not apply), and each layer's width to within a
+    factor of two (every layer is as wide as the pack's widest: padding costs arithmetic)."""
     batch = max(1, min(config.batch_size, n_rows))
+    widths = tuple((units - 1).bit_length() for units in config.units)
     if micro is not None and micro >= _MIN_MICRO and not config.batch_norm and (
             batch % micro == 0 or batch == n_rows):
-        return (len(config.units), False, "micro", micro)
-    return (len(config.units), config.batch_norm, "batch", batch)
+        return (len(config.units), False, "micro", micro, widths)
+    return (len(config.units), config.batch_norm, "batch", batch, widths)
 
 
 def micro_batch(batch_sizes: Sequence[int]) -> int | None:
@@ -261,7 +263,11 @@ class Pack:
         x, y = self.data.train.x, self.data.train.y
         n = len(self.data.train)
         _, stop = batch_plan(members[0].config, n)
-        micro = self.micro or members[0].batch
+        # The largest micro-batch that divides every member's batch: a pack left with trials of
+        # one batch size (often one trial) steps by whole batches, as alone.
+        micro = math.gcd(*(m.batch if m.batch < stop else stop for m in members))
+        if self.micro is not None and micro % self.micro:
+            micro = self.micro
         ticks = -(-stop // micro)
         # A batch of `m` micro-batches (the last batch may be shorter); the tail ends it.
         per_batch = [max(1, -(-min(m.batch, stop) // micro)) for m in members]
