@@ -85,7 +85,8 @@ class _Runner:
 
     def _next_key(self) -> tuple[Any, ...] | None:
         """The key of the next pack: the one most trials wait for, else a new trial's."""
-        if self.stop.is_set():
+        if self.stop.is_set() or self.session.stats.stopped:
+            # Ctrl-C, or a stopping rule (no trial starts after it): what waits is queued again.
             self._interrupt_waiting()
             return None
         if not self.waiting:
@@ -171,7 +172,7 @@ class _Runner:
         self._record(item, outcome)
 
     def _interrupt_waiting(self) -> None:
-        """Ctrl-C: trials that never started are queued again, like interrupted ones."""
+        """Trials that never started are queued again, like interrupted ones."""
         for item in self.waiting:
             outcome = item.prepared.outcome
             outcome.state, outcome.reason = "INTERRUPTED", "interrupted before it started"

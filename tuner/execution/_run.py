@@ -9,6 +9,7 @@ finished once (test evaluation, artifacts, model) and every run is ended, whatev
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -76,9 +77,11 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
-    # One process trains: its trial runs are written by a writer process, off its GIL.
+    # One process trains: with a spare core, its trial runs are written by a writer process,
+    # off its GIL (which also logs the model, having made its imports meanwhile).
     tracker = Tracker(options.tracking_uri, options.experiment or space.name,
-                      process=options.workers == 1 and options.dask is None) \
+                      process=options.workers == 1 and options.dask is None
+                      and spare_core(threads), warm_up=options.log_model) \
         if options.tracking else None
     try:
         runs = None if tracker is None else StudyRuns.open(
@@ -96,6 +99,17 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     finally:
         if tracker is not None:
             tracker.close()
+
+
+def spare_core(threads: int) -> bool:
+    """Whether a core is left beside this process's torch threads and the machine's other
+    work (its load over the last minute, this process not counted)."""
+    cores = os.cpu_count() or 1
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1.0)
+    except OSError:  # no load average on this platform
+        others = 0.0
+    return cores - threads - others >= 0.5
 
 
 def _drive(session: Session, options: RunOptions, threads: int,

@@ -20,9 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Param
-
-from tuner.tracking._client import client_for, write_run
+from tuner.tracking._client import client_for, create_run, write_run
 from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
 
 _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": log_raw_row_model_at}
@@ -39,7 +37,7 @@ class ProcessWriter:
     number (`ref`) until the writer has created it. Calls that return something wait for
     everything before them; errors are collected there and raised by `drain`."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str):
+    def __init__(self, tracking_uri: str, experiment_id: str, warm_up: bool = True):
         import tuner
 
         read_req, write_req = os.pipe()
@@ -49,7 +47,8 @@ class ProcessWriter:
             p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tuner.tracking._serve", str(read_req), str(write_rep),
-             tracking_uri, experiment_id], pass_fds=(read_req, write_rep), env=env,
+             tracking_uri, experiment_id, "warm" if warm_up else "cold"],
+            pass_fds=(read_req, write_rep), env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_req)
         os.close(write_rep)
@@ -74,16 +73,17 @@ class ProcessWriter:
             except OSError as exc:
                 self._broken = f"{type(exc).__name__}: {exc}"
 
-    def create(self, run_name: str, tags: dict[str, str], params: list[tuple[str, str]]) -> int:
+    def create(self, run_name: str, tags: dict[str, str], start_ms: int) -> int:
         with self._lock:
             self._refs += 1
             ref = self._refs
-        self._outbox.put(("create", ref, run_name, tags, params))
+        self._outbox.put(("create", ref, run_name, tags, start_ms))
         return ref
 
     def write(self, ref: int, metrics: list[tuple[str, float, int, int]],
-              tags: list[tuple[str, str]], status: str | None) -> None:
-        self._outbox.put(("write", ref, metrics, tags, status))
+              tags: list[tuple[str, str]], status: str | None,
+              params: list[tuple[str, str]]) -> None:
+        self._outbox.put(("write", ref, metrics, tags, status, params))
 
     def call(self, name: str, *args: Any) -> Any:
         """Run one of the writer's functions (model logging) after what is queued; its
@@ -129,8 +129,8 @@ class ProcessWriter:
         return result
 
 
-def serve(tracking_uri: str, experiment_id: str, requests: Connection, replies: Connection
-          ) -> None:
+def serve(tracking_uri: str, experiment_id: str, requests: Connection, replies: Connection,
+          warm_up: bool = True) -> None:
     """The writer's loop: requests in order until `close` or the parent's end (EOF)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -138,7 +138,8 @@ def serve(tracking_uri: str, experiment_id: str, requests: Connection, replies: 
     ids: dict[int, str] = {}
     errors: list[str] = []
     busy = 0.0
-    threading.Thread(target=_warm_up, name="tuner-warm-up", daemon=True).start()
+    if warm_up:  # a model will be logged: import what that needs while the trials train
+        threading.Thread(target=_warm_up, name="tuner-warm-up", daemon=True).start()
     while True:
         try:
             request = pickle.loads(requests.recv_bytes())
@@ -159,14 +160,12 @@ def serve(tracking_uri: str, experiment_id: str, requests: Connection, replies: 
         started = time.perf_counter()
         try:
             if op == "create":
-                _, ref, name, tags, params = request
-                run = client.create_run(experiment_id, run_name=name, tags=tags)
-                ids[ref] = str(run.info.run_id)
-                client.log_batch(ids[ref], params=[Param(k, v) for k, v in params])
+                _, ref, name, tags, start_ms = request
+                ids[ref] = create_run(client, experiment_id, name, tags, start_ms)
             elif op == "write":
-                _, ref, metrics, tags, status = request
+                _, ref, metrics, tags, status, params = request
                 if ref in ids:  # else its creation failed, and said so
-                    write_run(client, ids[ref], metrics, tags, status)
+                    write_run(client, ids[ref], metrics, tags, status, params)
             elif op == "call":
                 _, name, args = request
                 result = _CALLS[name](tracking_uri, *args)

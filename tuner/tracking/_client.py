@@ -16,12 +16,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import mlflow
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tuner.errors import redact
@@ -80,17 +81,28 @@ def _template() -> Path:
 
 
 def write_run(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
-              tags: list[tuple[str, str]], status: str | None) -> None:
-    """A trial run's metrics (in batches of MLflow's limit), tags and end."""
+              tags: list[tuple[str, str]], status: str | None,
+              params: Sequence[tuple[str, str]] = ()) -> None:
+    """A trial run's params (its first write), metrics (in batches of MLflow's limit), tags and
+    end: one `log_batch` for all of it unless the metrics exceed one batch."""
     points = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
     run_tags = [RunTag(k, v) for k, v in tags]
+    run_params = [Param(k, v) for k, v in params]
     for i in range(0, max(len(points), 1), BATCH_LIMIT):
         chunk = points[i:i + BATCH_LIMIT]
-        last = i + BATCH_LIMIT >= len(points)
-        if chunk or (last and run_tags):
-            client.log_batch(run_id, metrics=chunk, tags=run_tags if last else [])
+        first, last = i == 0, i + BATCH_LIMIT >= len(points)
+        if chunk or (last and run_tags) or (first and run_params):
+            client.log_batch(run_id, metrics=chunk, params=run_params if first else [],
+                             tags=run_tags if last else [])
     if status is not None:
         client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
+
+
+def create_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
+               start_ms: int) -> str:
+    """A trial run (its params come with its first batch of metrics)."""
+    run = client.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
+    return str(run.info.run_id)
 
 
 def text(value: Any) -> str:

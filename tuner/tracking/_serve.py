@@ -1,4 +1,4 @@
-"""`python -m tuner.tracking._serve READ_FD WRITE_FD TRACKING_URI EXPERIMENT_ID`: the MLflow
+"""`python -m tuner.tracking._serve READ_FD WRITE_FD TRACKING_URI EXPERIMENT_ID warm|cold`: the MLflow
 writer process that `ProcessWriter` starts (see `tuner.tracking._child`)."""
 
 import sys
@@ -8,4 +8,4 @@ from tuner.tracking._child import serve
 
 if __name__ == "__main__":
     serve(sys.argv[3], sys.argv[4], Connection(int(sys.argv[1]), writable=False),
-          Connection(int(sys.argv[2]), readable=False))
+          Connection(int(sys.argv[2]), readable=False), warm_up=sys.argv[5] == "warm")

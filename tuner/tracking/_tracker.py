@@ -19,7 +19,14 @@ from mlflow.exceptions import MlflowException
 
 from tuner.errors import redact
 from tuner.tracking._child import ProcessWriter
-from tuner.tracking._client import BATCH_LIMIT, RUN_STATUS, client_for, text, write_run
+from tuner.tracking._client import (
+    BATCH_LIMIT,
+    RUN_STATUS,
+    client_for,
+    create_run,
+    text,
+    write_run,
+)
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
 
@@ -41,7 +48,7 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True,
-                 process: bool = False):
+                 process: bool = False, warm_up: bool = True):
         self.client = client_for(tracking_uri)
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         self.asynchronous = asynchronous
@@ -52,7 +59,7 @@ class Tracker:
         self._remote_pending = False  # something was sent to the writer process since a drain
         self.experiment_id = self.timed(self._experiment, experiment)
         if process and asynchronous:
-            self.remote = ProcessWriter(self.tracking_uri, self.experiment_id)
+            self.remote = ProcessWriter(self.tracking_uri, self.experiment_id, warm_up)
 
     def __enter__(self) -> Tracker:
         return self
@@ -147,41 +154,43 @@ class Tracker:
 
     def start_trial(self, parent_run_id: str, study_name: str, number: int,
                     params: Mapping[str, Any], tags: Mapping[str, str]) -> TrialRun:
+        """A trial's run, created now; its params go with its first batch of metrics (three
+        calls to the store for a short trial: create, one batch, end)."""
         run_tags = {PARENT_RUN_TAG: parent_run_id, "trial_number": str(number),
                     "tuner.role": "trial", "study": study_name, **tags}
+        name, start_ms = f"{study_name}-trial-{number}", int(time.time() * 1000)
         run_params = [(k, text(v)) for k, v in params.items()]
-        name = f"{study_name}-trial-{number}"
         if self.remote is not None:
-            start = time.perf_counter()
-            ref: Any = self.remote.create(name, run_tags, run_params)
+            begin = time.perf_counter()
+            ref: Any = self.remote.create(name, run_tags, start_ms)
             self._remote_pending = True
-            self.seconds += time.perf_counter() - start
+            self.seconds += time.perf_counter() - begin
             self.calls += 1
-            return TrialRun(self, ref)
+            return TrialRun(self, ref, run_params)
         ref = _RunRef()
 
         def create() -> None:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
-            ref.id = str(run.info.run_id)
-            self.client.log_batch(ref.id, params=[Param(k, v) for k, v in run_params])
+            ref.id = create_run(self.client, self.experiment_id, name, run_tags, start_ms)
 
         self.submit(create)
-        return TrialRun(self, ref)
+        return TrialRun(self, ref, run_params)
 
     def write_trial(self, ref: Any, metrics: list[tuple[str, float, int, int]],
-                    tags: list[tuple[str, str]], status: str | None) -> None:
-        """Queue a trial run's metrics, tags and (with `status`) its end."""
+                    tags: list[tuple[str, str]], status: str | None,
+                    params: list[tuple[str, str]]) -> None:
+        """Queue a trial run's params (its first write), metrics, tags and (with `status`) its
+        end."""
         if self.remote is not None:
-            start = time.perf_counter()
-            self.remote.write(ref, metrics, tags, status)
+            begin = time.perf_counter()
+            self.remote.write(ref, metrics, tags, status, params)
             self._remote_pending = True
-            self.seconds += time.perf_counter() - start
+            self.seconds += time.perf_counter() - begin
             self.calls += 1
             return
 
         def write() -> None:
             if ref.id is not None:  # else its creation failed; that error is already recorded
-                write_run(self.client, ref.id, metrics, tags, status)
+                write_run(self.client, ref.id, metrics, tags, status, params)
 
         self.submit(write)
 
@@ -241,9 +250,10 @@ class Tracker:
 class TrialRun:
     """Buffers one trial's per-epoch metrics and writes them in batches."""
 
-    def __init__(self, tracker: Tracker, ref: Any):
+    def __init__(self, tracker: Tracker, ref: Any, params: list[tuple[str, str]] | None = None):
         self.tracker = tracker
         self._ref = ref
+        self._params = params or []  # written with the first batch
         self._pending: list[tuple[str, float, int, int]] = []
         self._last_flush = time.monotonic()
 
@@ -262,7 +272,8 @@ class TrialRun:
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
-            self.tracker.write_trial(self._ref, pending, [], None)
+            params, self._params = self._params, []
+            self.tracker.write_trial(self._ref, pending, [], None, params)
         self._last_flush = time.monotonic()
 
     def finish(self, state: str, tags: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
@@ -271,4 +282,6 @@ class TrialRun:
         pending, self._pending = self._pending, []
         pending.extend((k, float(v), now, 0) for k, v in metrics.items())
         run_tags = [("state", state)] + [(k, text(v)) for k, v in tags.items()]
-        self.tracker.write_trial(self._ref, pending, run_tags, RUN_STATUS.get(state, state))
+        params, self._params = self._params, []
+        self.tracker.write_trial(self._ref, pending, run_tags, RUN_STATUS.get(state, state),
+                                 params)
