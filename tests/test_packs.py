@@ -314,3 +314,37 @@ def test_a_pack_trains_on_the_device_it_is_given(digits, one_thread) -> None:
     alone = fit(config, digits, seed=5, device=device, **_options(2, None))
     _same_history(alone.history, packed[0].result.history, rel=1e-3)
     assert all(math.isfinite(v) for v in packed[0].result.history[-1].values())
+
+
+def test_help_and_validate_import_neither_torch_nor_mlflow(workdir: Path) -> None:
+    """`tuner --help` and `tuner validate` answer in well under a second: nothing heavy loads."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    space = write_space(workdir)
+    probe = ("import sys\n"
+             "from tuner.cli import main\n"
+             "try:\n    main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in ('torch', 'mlflow', 'sklearn', 'matplotlib') "
+             "if m in sys.modules)\n"
+             "print('HEAVY', heavy, file=sys.stderr)\n")
+    for args in (["--help"], ["validate", str(space)]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], cwd=REPO,
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert "HEAVY []" in done.stderr, done.stderr[-500:]
+
+
+def test_a_study_does_not_load_plotting_before_it_ends() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys; import tuner.execution._run; "
+            "print(sorted(m for m in ('matplotlib', 'plotly') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]"

@@ -89,6 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
         timeout=args.timeout,
     )
+    if options.tracking and options.workers == 1 and options.dask is None:
+        from tuner.tracking import prestart_writer, spare_core
+
+        if spare_core(options.threads or 1):  # it imports MLflow while this process imports
+            prestart_writer(options.tracking_uri, options.experiment or space.name,
+                            options.log_model)
     from tuner.api import run_study
 
     return report_outcome(run_study(space, options), args.json, _print_result)

@@ -9,7 +9,6 @@ finished once (test evaluation, artifacts, model) and every run is ended, whatev
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from typing import Any
@@ -47,7 +46,7 @@ from tuner.search import (
     uncounted,
 )
 from tuner.space import Space
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, spare_core
 from tuner.training import resolve_device
 
 
@@ -99,17 +98,6 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     finally:
         if tracker is not None:
             tracker.close()
-
-
-def spare_core(threads: int) -> bool:
-    """Whether a core is left beside this process's torch threads and the machine's other
-    work (its load over the last minute, this process not counted)."""
-    cores = os.cpu_count() or 1
-    try:
-        others = max(0.0, os.getloadavg()[0] - 1.0)
-    except OSError:  # no load average on this platform
-        others = 0.0
-    return cores - threads - others >= 0.5
 
 
 def _drive(session: Session, options: RunOptions, threads: int,

@@ -80,6 +80,25 @@ def _template() -> Path:
     return template
 
 
+def experiment_named(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created (or restored) if need be; safe against another
+    process creating it at the same moment."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:  # another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
 def write_run(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
               tags: list[tuple[str, str]], status: str | None,
               params: Sequence[tuple[str, str]] = ()) -> None:

@@ -18,17 +18,19 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from tuner.errors import redact
-from tuner.tracking._child import ProcessWriter
 from tuner.tracking._client import (
     BATCH_LIMIT,
     RUN_STATUS,
     client_for,
     create_run,
+    experiment_named,
     text,
     write_run,
 )
+from tuner.tracking._writer import ProcessWriter
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
+from tuner.tracking._writer import take as take_writer
 
 __all__ = ["BATCH_LIMIT", "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun", "client_for",
            "text"]
@@ -57,9 +59,9 @@ class Tracker:
         self.calls = 0
         self.remote: ProcessWriter | None = None
         self._remote_pending = False  # something was sent to the writer process since a drain
-        self.experiment_id = self.timed(self._experiment, experiment)
+        self.experiment_id = self.timed(experiment_named, self.client, experiment)
         if process and asynchronous:
-            self.remote = ProcessWriter(self.tracking_uri, self.experiment_id, warm_up)
+            self.remote = take_writer(self.tracking_uri, experiment, warm_up)
 
     def __enter__(self) -> Tracker:
         return self
@@ -117,20 +119,6 @@ class Tracker:
             self._drain()
         finally:
             self.seconds += time.perf_counter() - start
-
-    def _experiment(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return str(found.experiment_id)
-        try:
-            return str(self.client.create_experiment(name))
-        except MlflowException:  # another worker created it first
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
 
     def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                     resume_run_id: str | None, parent_run_id: str | None = None) -> str:
