@@ -139,3 +139,21 @@ def test_validate_warns_that_gp_cost_grows_with_the_trials(
     plain = write_space(workdir, TINY_SPACE, "plain.yaml")
     assert main(["validate", str(plain), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["notes"] == []
+
+
+def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
+        tracking_uri: str) -> None:
+    from tuner.tracking import _writer
+
+    _writer.prestart(tracking_uri, "prestarted", False)
+    early = _writer._prestarted[(tracking_uri, "prestarted", False)]
+    tracker = Tracker(tracking_uri, "prestarted", process=True, warm_up=False)
+    try:
+        assert tracker.remote is early and not _writer._prestarted
+        parent = tracker.start_study("s", {}, {}, None)
+        run = tracker.start_trial(parent, "s", 0, {"lr": 0.1}, {})
+        run.on_epoch_end(1, {"val_accuracy": 0.5})
+        run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
+        assert [m.value for m in metric_history(tracking_uri, run.run_id, "val_accuracy")] == [0.5]
+    finally:
+        tracker.close()
