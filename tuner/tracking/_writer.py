@@ -95,11 +95,9 @@ class ProcessWriter:
     own heavy imports (`prestart`): by the time the study ends it has made its imports."""
 
     def __init__(self, tracking_uri: str, experiment: str, warm_up: bool = True):
-        import tuner
-
         read_req, write_req = os.pipe()
         read_rep, write_rep = os.pipe()
-        root = str(Path(tuner.__file__).resolve().parents[1])  # this tuner, not another one
+        root = str(Path(__file__).resolve().parents[2])  # this tuner, not another one
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self._process = subprocess.Popen(
