@@ -348,3 +348,45 @@ def test_a_study_does_not_load_plotting_before_it_ends() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, check=True, timeout=120)
     assert done.stdout.strip() == "[]"
+
+
+def test_trials_of_a_pack_declared_lost_while_they_train_keep_one_outcome_each(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker declares the trials of a training pack lost (after its first epoch): their
+    results are dropped (the retries are the trials' outcomes) and their MLflow runs end
+    FAILED."""
+    from tuner.search import StudyHandle, reap_stale
+
+    space = load_space(write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 4")
+                                   .replace("early_stopping: {patience: 2}",
+                                            "early_stopping: false")))
+    journal = str(workdir / "study.journal")
+    reaped: list = []
+    run_epoch = Pack.run_epoch
+
+    def another_worker_reaps_after_the_first_epoch(self: Pack) -> list:
+        finished = run_epoch(self)
+        if not reaped:
+            storage = open_storage(journal)
+            study = optuna.load_study(study_name="tiny-random-seed0", storage=storage)
+            handle = StudyHandle(study, storage.get_study_id_from_name("tiny-random-seed0"),
+                                 storage, False)
+            reaped.extend(reap_stale(handle, timeout=-1))  # as if their heartbeats had stopped
+        return finished
+
+    monkeypatch.setattr(Pack, "run_epoch", another_worker_reaps_after_the_first_epoch)
+    result = run_study(space, RunOptions(storage=journal, trials=2, tracking_uri=tracking_uri,
+                                         experiment="pack-lost", log_model=False,
+                                         progress=False, views=False, threads=1, pack=2))
+    assert len(reaped) == 2 and (result.n_complete, result.n_failed) == (2, 0)
+    study = load_study("tiny-random-seed0", journal)
+    for lost in reaped:
+        trial = study.trials[lost.number]
+        assert trial.state == TrialState.FAIL and trial.value is None
+        retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == lost.number)
+        assert retry.state == TrialState.COMPLETE and retry.params == trial.params
+    _, runs = runs_of(tracking_uri, "pack-lost")
+    status = {int(r.data.tags["trial_number"]): r for r in runs}
+    for lost in reaped:
+        assert status[lost.number].info.status == "FAILED"
+        assert "declared lost" in status[lost.number].data.tags["fail_reason"]

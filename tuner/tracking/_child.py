@@ -16,19 +16,20 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tuner.tracking._client import client_for, create_run, experiment_named, write_run
+from tuner.tracking._client import client_for, create_run, write_run
 from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
 
 _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": log_raw_row_model_at}
 
 
-def serve(tracking_uri: str, experiment: str, requests: Connection, replies: Connection,
+def serve(tracking_uri: str, requests: Connection, replies: Connection,
           warm_up: bool = True) -> None:
-    """The writer's loop: requests in order until `close` or the parent's end (EOF)."""
+    """The writer's loop: requests in order until `close` or the parent's end (EOF). The store
+    is opened by the first request, `open` (the experiment's id)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    client = client_for(tracking_uri)
-    experiment_id = experiment_named(client, experiment)
+    client: Any = None
+    experiment_id = ""
     ids: dict[int, str] = {}
     errors: list[str] = []
     busy = 0.0
@@ -54,7 +55,9 @@ def serve(tracking_uri: str, experiment: str, requests: Connection, replies: Con
             continue
         started = time.perf_counter()
         try:
-            if op == "create":
+            if op == "open":
+                client, experiment_id = client_for(tracking_uri), str(request[1])
+            elif op == "create":
                 _, ref, name, tags, start_ms = request
                 ids[ref] = create_run(client, experiment_id, name, tags, start_ms)
             elif op == "write":

@@ -62,6 +62,7 @@ class Tracker:
         self.experiment_id = self.timed(experiment_named, self.client, experiment)
         if process and asynchronous:
             self.remote = take_writer(self.tracking_uri, experiment, warm_up)
+            self.remote.open(self.experiment_id)
 
     def __enter__(self) -> Tracker:
         return self

@@ -95,6 +95,8 @@ class ProcessWriter:
     own heavy imports (`prestart`): by the time the study ends it has made its imports."""
 
     def __init__(self, tracking_uri: str, experiment: str, warm_up: bool = True):
+        """Start the process for the study logging to `experiment` on `tracking_uri`; it
+        imports what it needs and waits for `open`."""
         read_req, write_req = os.pipe()
         read_rep, write_rep = os.pipe()
         root = str(Path(__file__).resolve().parents[2])  # this tuner, not another one
@@ -102,7 +104,7 @@ class ProcessWriter:
             p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tuner.tracking._serve", str(read_req), str(write_rep),
-             tracking_uri, experiment, "warm" if warm_up else "cold"],
+             tracking_uri, "warm" if warm_up else "cold"],
             pass_fds=(read_req, write_rep), env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_req)
@@ -140,6 +142,11 @@ class ProcessWriter:
               tags: list[tuple[str, str]], status: str | None,
               params: list[tuple[str, str]]) -> None:
         self._outbox.put(("write", ref, metrics, tags, status, params))
+
+    def open(self, experiment_id: str) -> None:
+        """The study's experiment: only now does the writer touch the store (a study that
+        fails its checks first writes nothing)."""
+        self._outbox.put(("open", experiment_id))
 
     def call(self, name: str, *args: Any) -> Any:
         """Run one of the writer's functions (model logging) after what is queued; its
