@@ -257,9 +257,13 @@ def test_a_packed_study_resumes_and_workers_pack_too(workdir: Path, tracking_uri
                                        progress=False, threads=1, pack=3, workers=2))
     assert more.n_complete == 6 and more.n_failed == 0
     study = load_study(more.study, journal)
-    assert sorted(t.number for t in study.trials) == list(range(6))
+    # Two workers asking at the same moment may both get a trial for the last slot: the later
+    # one gives way (failed as surplus, not counted).
+    counted = [t for t in study.trials if not t.user_attrs.get("surplus")]
+    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
     _, runs = runs_of(tracking_uri, "pack-workers")
-    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == [3, 4, 5]
+    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == \
+        sorted(t.number for t in counted if t.number >= 3)
 
 
 def test_ctrl_c_in_a_pack_queues_every_open_trial_again(
