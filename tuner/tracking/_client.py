@@ -62,8 +62,8 @@ def _seed_sqlite(uri: str) -> None:
                 os.link(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-    except OSError:
-        return  # MLflow creates the store itself
+    except Exception:  # a cache that cannot be made (read-only home, ...): MLflow creates it
+        return
 
 
 def _template() -> Path:
