@@ -108,3 +108,46 @@ def run_plain(data, trials: int, epochs: int, seed: int, pruner: str, track: boo
     else:
         study.optimize(objective, n_trials=trials)
     return study
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The plain script as a user runs it: `python benchmarks/plain_optuna.py` (digits, the
+    same 60/20/20 split and standardisation as tuner's default space, one torch thread)."""
+    import argparse
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--pruner", default="median", choices=["none", "median"])
+    parser.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    x, y = load_digits(return_X_y=True)
+    rest, _test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    train, val = train_test_split(rest, test_size=0.25, random_state=0, stratify=y[rest])
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-8
+
+    def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor((x[rows] - mean) / std, dtype=torch.float32),
+                torch.tensor(y[rows], dtype=torch.int64))
+
+    (x_train, y_train), (x_val, y_val) = tensors(train), tensors(val)
+    pruners = {"none": optuna.pruners.NopPruner(),
+               "median": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)}
+    samplers = {"tpe": optuna.samplers.TPESampler(seed=args.seed),
+                "random": optuna.samplers.RandomSampler(seed=args.seed)}
+    study = optuna.create_study(direction="maximize", sampler=samplers[args.sampler],
+                                pruner=pruners[args.pruner])
+    study.optimize(make_objective(x_train, y_train, x_val, y_val, args.epochs, False),
+                   n_trials=args.trials)
+    print(f"best value {study.best_value:.4f} after {len(study.trials)} trials")
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,10 @@ BENCHES = {
     "sklearn": ("benchmarks.bench_sklearn", "run"),
     "overhead": ("benchmarks.bench_overhead", "run"),
     "large": ("benchmarks.bench_large", "run"),
+    "command": ("benchmarks.bench_speed", "command"),
+    "pack": ("benchmarks.bench_speed", "pack"),
+    "tracking_cost": ("benchmarks.bench_speed", "tracking_cost"),
+    "gpu": ("benchmarks.bench_speed", "gpu"),
 }
 
 

@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
+from tests.services import training_trial
 from tuner import __version__
 from tuner.cli import build_parser, main
 from tuner.cli._reference import documented, expanded_help, subcommands
@@ -105,21 +105,16 @@ def test_a_storage_password_is_never_printed(workdir: Path, tracking_uri: str) -
 
 def test_sigint_ends_runs_killed_and_the_study_resumes(workdir: Path, tracking_uri: str) -> None:
     space = write_space(workdir, SLOW_SPACE, "slow.yaml")
-    args = ["run", str(space), "--experiment", "sigint", "--no-model", "--quiet", "--threads", "1"]
+    # One trial at a time (a pack's Ctrl-C: tests/test_packs.py).
+    args = ["run", str(space), "--experiment", "sigint", "--no-model", "--quiet", "--pack", "1",
+            "--threads", "1"]
     proc = subprocess.Popen([*tuner_command(), *args], cwd=workdir,
                             env=subprocess_env(tracking_uri), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(tracking_uri)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until a trial is training
-        exp = client.get_experiment_by_name("sigint")
-        if exp and client.search_runs([exp.experiment_id], "tags.`tuner.role` = 'trial'"):
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("no trial started")
-    time.sleep(0.5)
+    # The first trial is training (its MLflow run may show a moment later: a writer process
+    # creates it).
+    training = training_trial(str(workdir / "tuner.journal"), "slow-random-seed0", 0.5)
+    assert training.number == 0
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -201,7 +201,7 @@ def test_an_aborted_comparison_resumes_its_unfinished_study(
     options = CompareOptions(strategies=("random", "tpe"), trials=2, repeats=1, name="abort",
                              experiment="cmp-abort", storage=str(workdir / "s.journal"),
                              tracking_uri=tracking_uri, target=0.0, out=str(workdir / "out"),
-                             threads=1, log_model=False, views=False)
+                             threads=1, log_model=False, views=False, pack=1)
     with pytest.raises(KeyboardInterrupt):
         run_comparison(space, options, _Recorder(stop_after=("abort-tpe-r0", 1)))
     found = runs(tracking_uri, "cmp-abort")

@@ -59,8 +59,10 @@ def test_batched_background_tracking_writes_what_direct_calls_write(tracking_uri
     epochs = [{"train_loss": 1.0 / e, "val_loss": 2.0 / e, "val_accuracy": e / 10}
               for e in range(1, 8)]
     histories = []
-    for asynchronous in (True, False):
-        tracker = Tracker(tracking_uri, f"batching-{asynchronous}", asynchronous=asynchronous)
+    # A background thread, a writer process (off the training's GIL), and direct calls.
+    for asynchronous, process in ((True, False), (True, True), (False, False)):
+        tracker = Tracker(tracking_uri, f"batching-{asynchronous}-{process}",
+                          asynchronous=asynchronous, process=process)
         parent = tracker.start_study("s", {}, {}, None)
         run = tracker.start_trial(parent, "s", 0, {"lr": 0.1}, {})
         for epoch, metrics in enumerate(epochs, start=1):
@@ -69,12 +71,33 @@ def test_batched_background_tracking_writes_what_direct_calls_write(tracking_uri
                 run.flush()  # a mid-trial flush, as long trials do
         run.finish("COMPLETE", {"epochs": 7}, {"objective": 0.7})
         tracker.end_run(parent, "FINISHED")
+        assert (tracker.remote is not None) == process
         histories.append({
             key: [(m.step, m.value) for m in sorted(metric_history(tracking_uri, run.run_id, key),
                                                     key=lambda m: m.step)]
             for key in ("train_loss", "val_loss", "val_accuracy", "objective")})
-    assert histories[0] == histories[1]
+        tracker.close()
+    assert histories[0] == histories[1] == histories[2]
     assert histories[0]["val_accuracy"] == [(e, e / 10) for e in range(1, 8)]
+
+
+def test_a_new_sqlite_store_is_a_copy_of_one_empty_store_per_mlflow_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stores = [tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"]
+    for store in stores:
+        store.parent.mkdir()
+        tracker = Tracker(f"sqlite:///{store}", "copied")
+        parent = tracker.start_study("s", {}, {"lr": 0.1}, None)
+        tracker.end_run(parent, "FINISHED")
+        assert tracker.run_data(parent)[0]["tuner.role"] == "study"
+        tracker.close()
+    template = tmp_path / "cache" / "tuner" / f"mlflow-{mlflow.__version__}-empty.db"
+    assert template.exists() and template.stat().st_nlink >= 1
+    # The template stays empty: what the studies wrote went to their own stores.
+    assert mlflow.tracking.MlflowClient(f"sqlite:///{template}").search_runs(["0"]) == []
 
 
 def _sampled(sampler: optuna.samplers.BaseSampler, seconds: float, trials: int) -> optuna.Study:
@@ -116,3 +139,21 @@ def test_validate_warns_that_gp_cost_grows_with_the_trials(
     plain = write_space(workdir, TINY_SPACE, "plain.yaml")
     assert main(["validate", str(plain), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["notes"] == []
+
+
+def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
+        tracking_uri: str) -> None:
+    from tuner.tracking import _writer
+
+    _writer.prestart(tracking_uri, "prestarted", False)
+    early = _writer._prestarted[(tracking_uri, "prestarted", False)]
+    tracker = Tracker(tracking_uri, "prestarted", process=True, warm_up=False)
+    try:
+        assert tracker.remote is early and not _writer._prestarted
+        parent = tracker.start_study("s", {}, {}, None)
+        run = tracker.start_trial(parent, "s", 0, {"lr": 0.1}, {})
+        run.on_epoch_end(1, {"val_accuracy": 0.5})
+        run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
+        assert [m.value for m in metric_history(tracking_uri, run.run_id, "val_accuracy")] == [0.5]
+    finally:
+        tracker.close()

@@ -58,7 +58,8 @@ def test_a_run_killed_on_postgresql_is_recovered_by_the_next_run(
                         "slow.yaml")
     url = pg_url(pg_database)
     args = ["run", str(space), "--storage", url, "--trials", "1", "--heartbeat-timeout", "2",
-            "--experiment", "kill-pg", "--no-model", "--json", "--quiet", "--threads", "1"]
+            "--experiment", "kill-pg", "--no-model", "--json", "--quiet", "--threads", "1",
+            "--pack", "1"]
     proc = start(args, workdir, tracking_uri)
     victim = training_trial(url, "slowfault-random-seed0")
     proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING in the database
@@ -274,7 +275,7 @@ def test_a_trial_declared_lost_while_it_still_trains_keeps_one_outcome(
     thread.start()
     result = run_study(space, RunOptions(storage=journal, trials=2, tracking_uri=tracking_uri,
                                          experiment="lost-alive", log_model=False,
-                                         progress=False, views=False, threads=1))
+                                         progress=False, views=False, threads=1, pack=1))
     thread.join(timeout=60)
     assert len(reaped) == 1 and (result.n_complete, result.n_failed) == (2, 0)
     study = load_study("tiny-random-seed0", journal)

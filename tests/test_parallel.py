@@ -35,7 +35,7 @@ def test_two_workers_run_a_grid_exactly_once_even_when_one_is_killed_mid_trial(
     proc = subprocess.Popen(
         [*tuner_command(), "run", str(space), "--workers", "2", "--storage", journal,
          "--heartbeat-timeout", "4", "--experiment", "parallel-grid", "--no-model", "--json",
-         "--quiet"], cwd=workdir, env=subprocess_env(tracking_uri), stdout=subprocess.PIPE,
+         "--quiet", "--pack", "1"], cwd=workdir, env=subprocess_env(tracking_uri), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     victim = training_trial(journal, "slowfault-grid-seed0")
     pid = victim.system_attrs[HEARTBEAT]["pid"]

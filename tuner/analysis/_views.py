@@ -48,8 +48,9 @@ class _Cached(BaseImportanceEvaluator):
         return dict(self.importances)
 
 
-def study_views(study: optuna.Study) -> dict[str, str | bytes]:
-    """File name -> content: `NAME.png` per view that applies, and `views.html` with all of them.
+def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]:
+    """File name -> content: `NAME.png` per view that applies (unless `png` is False: drawing
+    them takes seconds), and `views.html` with all of them.
 
     A view that does not apply (one trial, no intermediate values, fewer than two parameters)
     or fails is left out and named in `skipped.txt`; a study never fails because of its plots.
@@ -60,7 +61,8 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         return {"skipped.txt": "no complete trial: nothing to plot\n"}
-    _headless_matplotlib()
+    if png:
+        _headless_matplotlib()
     target = _objective_name(study)
     importances = _importances(study) if len(trials) >= 2 else {}
     evaluator = _Cached(importances)
@@ -110,7 +112,8 @@ def study_views(study: optuna.Study) -> dict[str, str | bytes]:
                 continue
             title, draw_png, draw_html = plan
             try:
-                files[f"{name}.png"] = _png(draw_png())
+                if png:
+                    files[f"{name}.png"] = _png(draw_png())
                 sections.append((title, draw_html()))
             except Exception as exc:  # a plot is a by-product; report it and go on
                 files.pop(f"{name}.png", None)

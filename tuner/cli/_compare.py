@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tuner.cli._study import browse_hint, report_outcome
+from tuner.cli._worker import add_device_flags, device_options
 from tuner.errors import OptionError, TunerError, is_plain_name
 from tuner.space import PRUNERS, load_space
 
@@ -52,10 +53,9 @@ def register(sub: Any) -> None:
     compare.add_argument("--no-refit", action="store_true", help="each study's final model is "
                          "its chosen trial's own, not retrained on train + validation "
                          "(default: retrained)")
-    compare.add_argument("--no-views", action="store_true", help="no Optuna plots per study; "
-                         "they take 3-8 s per study (default: plots)")
-    compare.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all "
-                         "cores)")
+    compare.add_argument("--no-views", action="store_true", help="no Optuna views per study "
+                         "(default: the interactive views page on each study's run)")
+    add_device_flags(compare)  # --threads, --pack, --device
     compare.add_argument("--json", action="store_true", help="print the summary as one JSON "
                          "object (default: a table)")
     compare.add_argument("--quiet", action="store_true", help="no live progress (default: a "
@@ -78,8 +78,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         trials=args.trials, repeats=args.repeats, seed=args.seed, pruner=args.pruner,
         name=args.name, experiment=args.experiment, storage=args.storage,
-        tracking_uri=args.tracking_uri, target=args.target, out=args.out, threads=args.threads,
-        log_model=not args.no_model, views=not args.no_views, refit=not args.no_refit)
+        tracking_uri=args.tracking_uri, target=args.target, out=args.out,
+        **device_options(args), log_model=not args.no_model, views=not args.no_views,
+        refit=not args.no_refit)
     import optuna
 
     # GPSampler warns once per conditional parameter per trial (it samples those at random),

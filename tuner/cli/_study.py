@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from tuner.cli._worker import add_run_flags, run_options
+from tuner.cli._worker import add_device_flags, add_run_flags, device_options, run_options
 from tuner.errors import TunerError
 from tuner.space import GRID_LIMIT, PRUNERS, STRATEGIES, load_space
 
@@ -41,8 +41,7 @@ def register(sub: Any) -> None:
     run.add_argument("--no-refit", action="store_true", help="the final model is the chosen "
                      "trial's own (trained on the train split), not the chosen configuration "
                      "retrained on train + validation (default: retrained)")
-    run.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all "
-                     "cores)")
+    add_device_flags(run)  # --threads, --pack, --device
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout "
                      "(default: a table)")
     run.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress "
@@ -103,11 +102,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         strategy=args.strategy, trials=args.trials, seed=args.seed, pruner=args.pruner,
         storage=args.storage, study_name=args.study, experiment=args.experiment,
         tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
-        log_model=not args.no_model, threads=args.threads,
+        log_model=not args.no_model, **device_options(args),
         progress=not (args.quiet or args.json), **run_options(args),
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
         timeout=args.timeout, refit=not args.no_refit,
     )
+    if options.tracking and options.workers == 1 and options.dask is None:
+        from tuner.tracking import prestart_writer, spare_core
+
+        if spare_core(options.threads or 1):  # it imports MLflow while this process imports
+            prestart_writer(options.tracking_uri, options.experiment or space.name,
+                            options.log_model)
     from tuner.api import run_study
 
     result = run_study(space, options)

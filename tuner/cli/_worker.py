@@ -11,6 +11,22 @@ import sys
 from typing import Any
 
 
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """Where and how many trials train at once (`run`, `worker`, `compare`)."""
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads per process "
+                        "(default: 1; a small MLP's steps are too short for more: use --workers "
+                        "for more cores)")
+    parser.add_argument("--pack", type=int, metavar="K", help="train up to K MLP trials at once "
+                        "as one stacked model; 1: one trial at a time (default: sized from the "
+                        "model and the device)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, "
+                        "cuda, cuda:N (default: auto)")
+
+
+def device_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"threads": args.threads, "pack": args.pack, "device": args.device}
+
+
 def add_scaling_flags(parser: argparse.ArgumentParser, workers_help: str) -> None:
     """Flags shared by `tuner run` and `tuner worker`."""
     parser.add_argument("--workers", type=int, default=1, metavar="N", help=workers_help)
@@ -47,8 +63,7 @@ def register(sub: Any) -> None:
     worker.add_argument("--study", metavar="NAME", required=True, help="the study's name (required)")
     worker.add_argument("--trials", type=int, metavar="N", help="the study's trial budget "
                         "(default: the latest `tuner run`'s)")
-    worker.add_argument("--threads", type=int, metavar="N", help="torch threads per worker "
-                        "(default: the cores divided by --workers)")
+    add_device_flags(worker)
     worker.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI of the study (default: "
                         "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     worker.add_argument("--no-tracking", action="store_true", help="do not log to MLflow "
@@ -66,7 +81,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     result = join_study(WorkerOptions(
         storage=args.storage, study=args.study, trials=args.trials, workers=args.workers,
-        threads=args.threads, tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
+        **device_options(args), tracking_uri=args.tracking_uri, tracking=not args.no_tracking,
         heartbeat_timeout=args.heartbeat_timeout, progress=not (args.quiet or args.json)))
     if args.json:
         print(json.dumps(result.to_dict(), default=str))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,13 @@ from tuner.analysis import (
 )
 from tuner.data import Dataset, load_dataset
 from tuner.errors import OptionError, TunerError, check_name
-from tuner.execution._options import RunOptions, check_at_least, check_choice, check_flag
+from tuner.execution._options import (
+    RunOptions,
+    check_at_least,
+    check_choice,
+    check_device,
+    check_flag,
+)
 from tuner.execution._run import run_study
 from tuner.search import (
     ATTR_EXPERIMENT,
@@ -82,6 +87,8 @@ class CompareOptions:
     log_model: bool = True
     views: bool = True  # Optuna's plots per study: 3-8 s each
     refit: bool = True  # each study's final model retrained on train + validation
+    pack: int | None = None  # MLP trials trained at once (None: automatic)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -91,8 +98,9 @@ class CompareOptions:
         if len(set(self.strategies)) != len(self.strategies):
             raise OptionError("strategies", f"lists a strategy twice: {','.join(self.strategies)}")
         check_choice("pruner", self.pruner, PRUNERS)
-        for name in ("trials", "repeats", "threads"):
+        for name in ("trials", "repeats", "threads", "pack"):
             check_at_least(name, getattr(self, name), 1)
+        check_device("device", self.device)
         check_at_least("seed", self.seed, 0)
         if self.target is not None and (isinstance(self.target, bool) or not isinstance(
                 self.target, int | float) or not math.isfinite(self.target)):
@@ -219,7 +227,8 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
                 storage=options.storage, study_name=plan.name, experiment=experiment,
                 tracking_uri=options.tracking_uri, log_model=options.log_model,
                 threads=options.threads, progress=False, views=options.views, parent_run_id=run_id,
-                extra_tags=tuple(extra), on_trial=on_trial, refit=options.refit))
+                extra_tags=tuple(extra), on_trial=on_trial, refit=options.refit,
+                pack=options.pack, device=options.device))
             if result.interrupted:
                 interrupted = True
                 break
@@ -240,7 +249,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
 def _warm_up(data: Dataset, threads: int | None) -> None:
     """Pay the process's one-time costs (torch loads parts of itself on the first optimizer
     step: 2-3 s) before any study, so they do not count against the first strategy's time."""
-    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or 1)
     fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
         max_epochs=1, early_stopping=None, seed=0)
 

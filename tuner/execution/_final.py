@@ -9,7 +9,6 @@ configuration exported from a study and trained again reproduces `evaluate`'s fi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -157,7 +156,7 @@ def train_space(space: Space, options: FinalOptions) -> FinalResult:
 def _train(space: Space, params: dict[str, Any], seed: int, epochs: int, options: FinalOptions,
            name: str, origin: str, tags: dict[str, str], parent: str | None) -> FinalResult:
     started = time.perf_counter()
-    torch.set_num_threads(options.threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(options.threads or 1)
     data = final_dataset(space.data, holdout=options.early_stopping)  # bad data fail here
     result = retrain(space, params, seed, epochs, data, options.early_stopping)
     early = options.early_stopping

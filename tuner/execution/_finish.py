@@ -14,7 +14,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner.analysis import front_views, study_views
 from tuner.execution._final import recipe_of
 from tuner.execution._models import data_metrics, log_models
 from tuner.execution._reevaluate import Choice, choose, top_trials
@@ -142,6 +141,8 @@ def _finish_custom(session: Session, chosen: FrozenTrial, summary: dict[str, flo
 
 
 def _log_front(runs: StudyRuns, study: optuna.Study, space: Space) -> None:
+    from tuner.analysis import front_views  # plotting loads when a study ends
+
     front = [m.number for m in pareto_front(study)]
     runs.tracker.log_artifacts(runs.parent, {**front_views(study), "space.yaml": space.text},
                                folder="pareto")
@@ -180,7 +181,10 @@ def _log_artifacts(runs: StudyRuns, study: optuna.Study, space: Space, chosen: F
 
 
 def _log_views(runs: StudyRuns, study: optuna.Study) -> None:
-    runs.tracker.log_artifacts(runs.parent, study_views(study), folder="views")
+    """The interactive page only: the PNGs take seconds of matplotlib (`tuner report`)."""
+    from tuner.analysis import study_views  # plotting loads when a study ends
+
+    runs.tracker.log_artifacts(runs.parent, study_views(study, png=False), folder="views")
 
 
 def _log_model(runs: StudyRuns, final: FinalModel) -> str:

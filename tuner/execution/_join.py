@@ -31,6 +31,7 @@ from tuner.search import (
     shared_url,
     stored_space,
 )
+from tuner.training import resolve_device
 
 _log = logging.getLogger("tuner")
 
@@ -53,7 +54,8 @@ def join_study(options: WorkerOptions) -> StudyResult:
               options.trials or int(attrs.get(ATTR_TRIALS, space.study.trials)), threads,
               options.heartbeat_timeout, options.storage_retry_s,
               options.tracking and bool(experiment and parent), options.tracking_uri,
-              experiment, parent, StoppingRules.from_attr(attrs.get(ATTR_STOPPING)))
+              experiment, parent, StoppingRules.from_attr(attrs.get(ATTR_STOPPING)),
+              options.pack, str(resolve_device(options.device)))
     if space.trainer is not None:
         # Said before anything runs: joining a study runs the code its space names (like
         # unpickling, only for studies one trusts), and the user should see which before it does.

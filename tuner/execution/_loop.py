@@ -3,8 +3,8 @@ task, `tuner worker`, one objective or several): after each trial, check the sto
 before each, reap the trials whose worker died; claim a queued trial or ask a new one within the budget; run
 it; tell the study and MLflow; repeat.
 
-`TrialSource` is the part that decides what runs next; `work` runs what it hands out, one trial
-at a time.
+`TrialSource` (in `_source`) decides what runs next; `work` runs what it hands out: one trial at
+a time, or, for the built-in MLP, several at once as packs (`_pack.work_packed`).
 """
 
 from __future__ import annotations
@@ -15,57 +15,13 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import optuna
-
-from tuner.execution._progress import StudyProgress
+from tuner.execution._pack import packs_trials, work_packed
+from tuner.execution._progress import StudyProgress, show
 from tuner.execution._session import Session
+from tuner.execution._source import TrialSource
 from tuner.execution._trial import TrialOutcome
-from tuner.search import counted_trials, next_trial, reap_stale, uncounted
 
-_IDLE_POLL_S = 1.0
-
-
-class TrialSource:
-    """Hands out the trials this process should run next, until the study needs no more of it:
-    the budget is used up and nothing is left running elsewhere, a stopping rule holds, `stop`
-    is set, or `max_trials` were handed out (a Dask task runs one)."""
-
-    def __init__(self, session: Session, stop: threading.Event, *,
-                 progress: StudyProgress | None = None, max_trials: int | None = None):
-        self.session = session
-        self.stop = stop
-        self.progress = progress
-        self.max_trials = max_trials
-        self.handed = 0
-
-    def next(self) -> optuna.Trial | None:
-        session, handle = self.session, self.session.handle
-        waiting_for: int | None = None
-        while not self.stop.is_set():
-            if self.max_trials is not None and self.handed >= self.max_trials:
-                return None
-            # The rules are checked after each trial this process ran: a process that joins
-            # runs at least one, as `--timeout` promises ("no trial starts after it").
-            reason = session.rules.check(session.study) \
-                if session.rules.active and self.handed else None
-            if reason is not None:
-                session.stats.stopped = reason
-                return None
-            trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
-            if reap_stale(handle, session.heartbeat_timeout, session.end_lost_run, trials):
-                trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
-            trial, running = next_trial(handle, session.grid, session.target, trials)
-            if trial is not None:
-                self.handed += 1
-                return trial
-            if running == 0 or self.max_trials is not None:  # a Dask task: the client waits
-                return None
-            if self.progress is not None and waiting_for != running:
-                self.progress.note(f"waiting for {running} trial(s) running elsewhere "
-                                   "(retried here if their worker dies)")
-            waiting_for = running
-            self.stop.wait(min(_IDLE_POLL_S, session.heartbeat_timeout / 4))
-        return None
+__all__ = ["TrialSource", "show", "stop_on_signals", "work"]
 
 
 def work(session: Session, stop: threading.Event, *, progress: StudyProgress | None = None,
@@ -75,6 +31,8 @@ def work(session: Session, stop: threading.Event, *, progress: StudyProgress | N
     `TrialSource`). Returns the number of trials run; a stopping rule that ended the loop is in
     `session.stats.stopped`."""
     source = TrialSource(session, stop, progress=progress, max_trials=max_trials)
+    if packs_trials(session) and max_trials != 1:
+        return work_packed(session, stop, source, progress=progress, on_trial=on_trial)
     ran = 0
     while (trial := source.next()) is not None:
         outcome = session.run(trial, stop)
@@ -84,18 +42,6 @@ def work(session: Session, stop: threading.Event, *, progress: StudyProgress | N
         if progress is not None:
             show(session, progress)
     return ran
-
-
-def show(session: Session, progress: StudyProgress) -> None:
-    if progress.enabled:  # reads of the storage: not for nothing
-        study = session.study
-        trials = study.get_trials(deepcopy=False)
-        best = None
-        if not session.space.multi and any(t.state.name == "COMPLETE" for t in trials):
-            best = float(study.best_value)
-        pruned = sum(t.state.name == "PRUNED" for t in trials)
-        failed = sum(t.state.name == "FAIL" and not uncounted(t) for t in trials)
-        progress.update(counted_trials(study), best, pruned, failed)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ one-line error from both: `trials: must be >= 1, got 0` (the CLI says `--trials:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,9 +49,13 @@ class RunOptions:
     # The final model: the chosen configuration retrained on train + validation (True), or the
     # chosen trial's own model, trained on the train split (False, `--no-refit`).
     refit: bool = True
+    pack: int | None = None  # MLP trials trained at once: None sizes packs automatically
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
+        check_at_least("pack", self.pack, 1)
+        check_device("device", self.device)
         check_choice("pruner", self.pruner, PRUNERS)
         for name in ("trials", "threads", "patience", "workers"):
             check_at_least(name, getattr(self, name), 1)
@@ -92,6 +97,13 @@ def check_at_least(name: str, value: float | None, low: float, unit: str = "") -
         raise OptionError(name, f"must be >= {low:g}{unit}, got {value!r}")
 
 
+def check_device(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise OptionError(name, f"unknown device {value!r}; choose from auto, cpu, cuda, cuda:N")
+
+
 def check_positive(name: str, value: float | None) -> None:
     if value is None:
         return
@@ -130,6 +142,7 @@ class StudyResult:
     # How the final model was chosen, on validation only: kind (single, re-evaluated,
     # ensemble), trials, the score it stands on, reason, the raw best's optimism, timings.
     final: dict[str, Any] = field(default_factory=dict)
+    training_s: float = 0.0  # wall time spent training models (packs counted once)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,8 +163,12 @@ class WorkerOptions:
     heartbeat_timeout: float = DEFAULT_TIMEOUT_S
     storage_retry_s: float = RETRY_S
     progress: bool = True
+    pack: int | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_at_least("pack", self.pack, 1)
+        check_device("device", self.device)
         if not isinstance(self.storage, str) or not self.storage.strip():
             raise OptionError("storage", f"must be a non-empty string, got {self.storage!r}")
         check_name("study", self.study)

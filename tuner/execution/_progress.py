@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -14,6 +14,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from tuner.search import counted_trials, uncounted
+
+if TYPE_CHECKING:
+    from tuner.execution._session import Session
 
 
 class StudyProgress:
@@ -55,3 +60,15 @@ class StudyProgress:
     def note(self, message: str) -> None:
         if self.enabled:
             self._progress.console.print(message)
+
+
+def show(session: Session, progress: StudyProgress) -> None:
+    if progress.enabled:  # reads of the storage: not for nothing
+        study = session.study
+        trials = study.get_trials(deepcopy=False)
+        best = None
+        if not session.space.multi and any(t.state.name == "COMPLETE" for t in trials):
+            best = float(study.best_value)
+        pruned = sum(t.state.name == "PRUNED" for t in trials)
+        failed = sum(t.state.name == "FAIL" and not uncounted(t) for t in trials)
+        progress.update(counted_trials(study), best, pruned, failed)

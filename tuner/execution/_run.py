@@ -49,7 +49,8 @@ from tuner.search import (
     uncounted,
 )
 from tuner.space import Space
-from tuner.tracking import Tracker, check_store
+from tuner.tracking import Tracker, check_store, spare_core
+from tuner.training import resolve_device
 
 
 def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
@@ -63,6 +64,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     pruner = pruner_spec_for(space, options.pruner)
     threads, notes = check_scaling(options)
     torch.set_num_threads(threads)
+    device = resolve_device(options.device)
     data = load_dataset(space.data)  # bad data fails here, before any study or run exists
     if strategy == "grid":  # a grid too large to run whole is refused before it is queued
         space.params.grid_target(options.trials, space.file)
@@ -81,8 +83,12 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
+    # One process trains: with a spare core, its trial runs are written by a writer process,
+    # off its GIL (which also logs the model, having made its imports meanwhile).
     with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
-        tracker = Tracker(options.tracking_uri, options.experiment or space.name) \
+        tracker = Tracker(options.tracking_uri, options.experiment or space.name,
+                          process=options.workers == 1 and options.dask is None
+                          and spare_core(threads), warm_up=options.log_model) \
             if options.tracking else None
     try:
         with discard_if_unused(handle):
@@ -93,7 +99,8 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
             runs.tracker.log_summary(runs.parent, {},
                                      {"space_changes": json.dumps(list(handle.changes))})
         session = Session(space, handle, data, seed, strategy, target, pruner.name != "none",
-                          runs, options.heartbeat_timeout, rules)
+                          runs, options.heartbeat_timeout, rules, pack=options.pack,
+                          device=str(device))
         interrupted, final = _drive(session, options, threads, notes)
         return study_result(session, started, interrupted, describe(options.storage), final, notes,
                             tracker)
@@ -181,6 +188,7 @@ def study_result(session: Session, started: float, interrupted: bool, storage: s
         n_failed=sum(t.state == TrialState.FAIL and not uncounted(t) for t in trials),
         wall_s=round(time.perf_counter() - started, 3),
         trials_s=round(session.stats.trials_s, 3),
+        training_s=round(session.stats.training_s, 3),
         tracking_s=round(session.stats.tracking_s, 3),
         tracking_background_s=round(tracker.background_seconds, 3) if tracker else 0.0,
         test_metrics=final.get("test_metrics", {}),

@@ -59,6 +59,7 @@ class TrialOutcome:
     fit: FitResult | None = None
     seconds: float = 0.0
     values: list[float] | None = None  # one per objective (multi-objective spaces)
+    training_s: float = 0.0  # of `seconds`, the time spent training
 
 
 class _PruningReporter:
@@ -105,6 +106,44 @@ class _Prefixed:
         self.callback.on_epoch_end(epoch, {f"{self.prefix}{k}": v for k, v in metrics.items()})
 
 
+@dataclass
+class Prepared:
+    """A trial between being asked and being concluded: its parameters and seed (recorded in
+    the study), its outcome so far, its tracking run and callbacks once it is opened."""
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    seed: int
+    outcome: TrialOutcome
+    started: float
+    history: _History = field(default_factory=_History)
+    run: Callback | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+
+
+def prepare_trial(trial: optuna.Trial, space: Space, study_seed: int) -> Prepared:
+    """Sample the trial's parameters and derive its seed; both are recorded in the study."""
+    started = time.perf_counter()
+    params = space.params.suggest(trial)
+    seed = trial_seed(study_seed, trial.number)
+    trial.set_user_attr(TRIAL_PARAMS, params)
+    trial.set_user_attr(TRIAL_SEED, seed)
+    return Prepared(trial, params, seed, TrialOutcome(trial.number, "COMPLETE", dict(params), seed),
+                    started)
+
+
+def open_trial(prepared: Prepared, space: Space, stop: threading.Event, prune: bool,
+               start_tracking: Callable[[dict[str, Any]], Callback | None]) -> list[Callback]:
+    """Start the trial's tracking run; its per-epoch callbacks (history, tracking, pruning,
+    the stop flag) in the order they run."""
+    prepared.run = start_tracking(prepared.params)
+    pruning: list[Callback] = [_PruningReporter(prepared.trial, space.objective.key)] \
+        if prune else []
+    prepared.callbacks = [prepared.history, *([prepared.run] if prepared.run else []), *pruning,
+                          _StopCheck(stop)]
+    return prepared.callbacks
+
+
 def run_trial(
     trial: optuna.Trial,
     space: Space,
@@ -113,27 +152,40 @@ def run_trial(
     stop: threading.Event,
     prune: bool,
     start_tracking: Callable[[dict[str, Any]], Callback | None],
+    device: Any = None,
 ) -> tuple[TrialOutcome, Callback | None]:
     """Train one trial. Exceptions of the user's making become outcomes, not crashes."""
+    prepared = prepare_trial(trial, space, study_seed)
+    callbacks = open_trial(prepared, space, stop, prune, start_tracking)
+    outcome, seed = prepared.outcome, prepared.seed
+    error: Exception | None = None
+    result: FitResult | None = None
     started = time.perf_counter()
-    params = space.params.suggest(trial)
-    seed = trial_seed(study_seed, trial.number)
-    trial.set_user_attr(TRIAL_PARAMS, params)
-    trial.set_user_attr(TRIAL_SEED, seed)
-    outcome = TrialOutcome(trial.number, "COMPLETE", dict(params), seed)
-    run = start_tracking(params)
-    history = _History()
-    pruning: list[Callback] = [_PruningReporter(trial, space.objective.key)] if prune else []
     try:
         if space.model == "custom":
-            _run_custom(space, params, seed, trial.number, outcome, callbacks=(
-                history, *([run] if run is not None else []), *pruning, _StopCheck(stop)))
+            _run_custom(space, prepared.params, seed, trial.number, outcome,
+                        callbacks=tuple(callbacks))
         elif data.folds:
-            _cross_validate(trial, space, data, params, seed, outcome, run, history, pruning, stop)
+            _cross_validate(trial, space, data, prepared, device)
         else:
-            callbacks: list[Callback] = [history, *([run] if run is not None else []), *pruning,
-                                         _StopCheck(stop)]
-            result = train(space, params, data, seed, callbacks=callbacks)
+            result = train(space, prepared.params, data, seed, callbacks=callbacks,
+                           device=device)
+    except (optuna.TrialPruned, NonFiniteLoss, Interrupted) as exc:
+        error = exc
+    outcome.training_s = time.perf_counter() - started
+    return close_trial(prepared, space, data, result, error), prepared.run
+
+
+def close_trial(prepared: Prepared, space: Space, data: Dataset, result: FitResult | None,
+                error: Exception | None) -> TrialOutcome:
+    """The trial's outcome from what training gave: `result` (the built-in MLP's), or the
+    exception that stopped it; other exceptions than pruning, a non-finite loss and an
+    interruption are not the user's trial's doing and are raised."""
+    trial, outcome = prepared.trial, prepared.outcome
+    try:
+        if error is not None:
+            raise error
+        if result is not None:
             outcome.fit = result
             outcome.epochs, outcome.best_epoch = result.epochs_run, result.best_epoch
             outcome.metrics = result.best_metrics
@@ -161,13 +213,14 @@ def run_trial(
         else:
             outcome.state, outcome.value = "FAIL", None
             outcome.reason = f"objective {space.objective.key} is {value}"
+    history = prepared.history
     if outcome.state != "COMPLETE":
         outcome.value = None
         outcome.epochs = outcome.epochs or len(history.epochs)
         if history.epochs:
             outcome.metrics = history.epochs[-1]
-    outcome.seconds = time.perf_counter() - started
-    return outcome, run
+    outcome.seconds = time.perf_counter() - prepared.started
+    return outcome
 
 
 def _run_custom(space: Space, params: Mapping[str, Any], seed: int, number: int,
@@ -228,14 +281,17 @@ def _measure_extras(space: Space, data: Dataset, outcome: TrialOutcome) -> None:
         outcome.metrics["latency"] = latency_ms_per_1k(model, data.val.x)
 
 
-def _cross_validate(trial: optuna.Trial, space: Space, data: Dataset, params: Mapping[str, Any],
-                    seed: int, outcome: TrialOutcome, run: Callback | None, history: _History,
-                    pruning: list[Callback], stop: threading.Event) -> None:
+def _cross_validate(trial: optuna.Trial, space: Space, data: Dataset, prepared: Prepared,
+                    device: Any) -> None:
     """k folds, one after the other; the objective is the mean of the folds' best values.
 
     Only the first fold reports to the pruner: every trial's first fold sees the same rows, so
     its epochs compare across trials. Each fold's curves are logged as `fold<i>_...`, its best
     value as step i of `cv_<objective>`."""
+    params, seed, outcome = prepared.params, prepared.seed, prepared.outcome
+    run, history = prepared.run, prepared.history
+    pruning = [c for c in prepared.callbacks if isinstance(c, _PruningReporter)]
+    stop_check = [c for c in prepared.callbacks if isinstance(c, _StopCheck)]
     key = space.objective.key
     values: list[float] = []
     bests: list[dict[str, float]] = []
@@ -244,8 +300,8 @@ def _cross_validate(trial: optuna.Trial, space: Space, data: Dataset, params: Ma
         callbacks: list[Callback] = [history] if i == 0 else []
         if run is not None:
             callbacks.append(_Prefixed(run, f"fold{i}_"))
-        callbacks += [*(pruning if i == 0 else []), _StopCheck(stop)]
-        result = train(space, params, fold, seed, callbacks=callbacks)
+        callbacks += [*(pruning if i == 0 else []), *stop_check]
+        result = train(space, params, fold, seed, callbacks=callbacks, device=device)
         value = result.best_metrics.get(key, math.nan)
         values.append(value)
         bests.append(result.best_metrics)

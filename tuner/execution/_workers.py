@@ -74,6 +74,8 @@ class Job:
     experiment_id: str | None
     parent_run_id: str | None
     rules: StoppingRules = field(default_factory=StoppingRules)
+    pack: int | None = 1
+    device: str = "cpu"
 
     @classmethod
     def of(cls, session: Session, storage: str | None, threads: int | None,
@@ -88,16 +90,18 @@ class Job:
                    session.target, threads, session.heartbeat_timeout, storage_retry_s,
                    runs is not None, tracking_uri,
                    runs.tracker.experiment_id if runs else None, runs.parent if runs else None,
-                   session.rules)
+                   session.rules, session.pack, session.device)
 
 
 def threads_per_worker(threads: int | None, workers: int) -> tuple[int, str | None]:
-    """Torch threads for each of `workers` processes, so that together they fit the cores."""
+    """Torch threads for each of `workers` processes: one each unless asked (`--threads`), and
+    never more than their share of the cores. A small MLP's steps are too short for intra-op
+    threads to pay: they spin, and next to any other busy process they make a study several
+    times slower; other cores serve worker processes (and the tracking writer) better."""
     cores = os.cpu_count() or 1
     share = max(1, cores // workers)
     if threads is None:
-        return share, (f"{workers} workers on {cores} cores: 1 torch thread each"
-                       if workers > cores else None)
+        return 1, None
     if workers > 1 and threads * workers > cores:
         return share, (f"--threads {threads} x {workers} workers exceeds {cores} cores: "
                        f"{share} torch thread(s) per worker")
@@ -130,7 +134,7 @@ def open_job(job: Job, torch_threads: int | None = None) -> Session:
     """The worker side: this process's session on the job's study (no new study, no parent run)."""
     import torch
 
-    torch.set_num_threads(torch_threads or job.threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(torch_threads or job.threads or 1)
     space = parse_space(job.space_text, file=job.space_file)
     data = load_dataset(space.data)
     storage = open_storage(job.storage, job.storage_retry_s)
@@ -143,7 +147,8 @@ def open_job(job: Job, torch_threads: int | None = None) -> Session:
         tracker = join_tracker(job.tracking_uri, job.experiment_id, job.parent_run_id)
         runs = StudyRuns(tracker, space, job.study, job.strategy, job.parent_run_id)
     return Session(space, handle, data, job.seed, job.strategy, job.target,
-                   pruner.name != "none", runs, job.heartbeat_timeout, job.rules)
+                   pruner.name != "none", runs, job.heartbeat_timeout, job.rules,
+                   pack=job.pack, device=job.device)
 
 
 def _worker_main(job: Job, index: int, results: Any, ready: Any) -> None:

@@ -12,7 +12,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from tuner.errors import OptionError, TunerError, redact
-from tuner.tracking._tracker import BATCH_LIMIT, Tracker, client_for, store_uri, text
+from tuner.tracking._client import BATCH_LIMIT, client_for, store_uri, text
+from tuner.tracking._tracker import Tracker
 
 
 def find_trial_run(tracking_uri: str | None, experiment_id: str, study: str,

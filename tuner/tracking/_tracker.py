@@ -7,83 +7,62 @@ calls (start, params, one batch of metrics, end) instead of one call per metric 
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from tuner._stores import creation_lock, driver_url, scheme_of, sqlite_path
-from tuner.errors import redact, require_extra
+from tuner.errors import redact
+from tuner.tracking._client import (
+    BATCH_LIMIT,
+    RUN_STATUS,
+    client_for,
+    create_run,
+    experiment_named,
+    store_uri,
+    text,
+    write_run,
+)
+from tuner.tracking._writer import ProcessWriter
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
+from tuner.tracking._writer import take as take_writer
 
-BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch call
+__all__ = ["BATCH_LIMIT", "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun", "client_for",
+           "text"]
+
 _FLUSH_EVERY_S = 10.0  # long trials still show live curves in the UI
 PARENT_RUN_TAG = "mlflow.parentRunId"
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
-              "FAILED": "FAILED", "KILLED": "KILLED", "INTERRUPTED": "KILLED"}
-
-
-
-def store_uri(tracking_uri: str | None) -> str:
-    """The tracking URI as MLflow gets it: None is MLFLOW_TRACKING_URI or MLflow's default; a
-    PostgreSQL database needs the postgres extra, and a bare `postgresql://` gets the driver that
-    is installed (SQLAlchemy 2.1 would assume psycopg 3)."""
-    uri = tracking_uri or str(mlflow.get_tracking_uri())
-    if scheme_of(uri) in ("postgresql", "postgres"):
-        require_extra("postgres", f"the tracking URI {uri}")
-    return driver_url(uri)
-
-
-def client_for(tracking_uri: str | None) -> MlflowClient:
-    """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
-    MLflow's chatter kept off the user's terminal."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
-    # to do so): that would break `--json` and cost a request per trial.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    uri = store_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is None or uri in _OPENED:
-        return MlflowClient(uri)
-    # Opening the store creates (or migrates) its tables; two processes doing that at once
-    # break it (see tuner._stores), so the first opening happens under the folder's lock.
-    with creation_lock(path):
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)
-    _OPENED.add(uri)
-    return client
-
-
-_OPENED: set[str] = set()  # SQLite stores this process has opened (created) already
 
 
 class Tracker:
     """Writes a study and its trials to one MLflow experiment; times its own calls.
 
-    Trial runs are written asynchronously by one background thread; study-level calls (and
-    anything that returns a value) wait for that thread first. `close()` (or leaving a `with`
-    block) writes what is queued and ends the thread.
+    Trial runs are written asynchronously: by a writer process (`process=True`: the store's
+    Python work then holds another interpreter's lock, not the training's; models are logged
+    there too), else by one background thread. Study-level calls (and anything that returns a
+    value) wait for the writer first. `close()` (or leaving a `with` block) writes what is
+    queued and ends the writer.
     """
 
-    def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True):
+    def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True,
+                 process: bool = False, warm_up: bool = True):
         self.client = client_for(tracking_uri)
         self.tracking_uri = store_uri(tracking_uri)
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
         self.calls = 0
-        self.experiment_id = self.timed(self._experiment, experiment)
+        self.remote: ProcessWriter | None = None
+        self._remote_pending = False  # something was sent to the writer process since a drain
+        self.experiment_id = self.timed(experiment_named, self.client, experiment)
+        if process and asynchronous:
+            self.remote = take_writer(self.tracking_uri, experiment, warm_up)
+            self.remote.open(self.experiment_id)
 
     def __enter__(self) -> Tracker:
         return self
@@ -96,17 +75,30 @@ class Tracker:
         start = time.perf_counter()
         try:
             self._writer.close()
+            if self.remote is not None:
+                remote, self.remote = self.remote, None
+                self._background_base = remote.seconds
+                remote.close()
         finally:
             self.seconds += time.perf_counter() - start
 
     @property
     def background_seconds(self) -> float:
-        return self._writer.seconds
+        """Time spent writing in the background (the thread, the writer process)."""
+        remote = self.remote.seconds if self.remote is not None else \
+            getattr(self, "_background_base", 0.0)
+        return self._writer.seconds + remote
+
+    def _drain(self) -> None:
+        self._writer.drain()
+        if self.remote is not None and self._remote_pending:
+            self._remote_pending = False
+            self.remote.drain()
 
     def timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            self._writer.drain()
+            self._drain()
             return fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
@@ -125,23 +117,9 @@ class Tracker:
         """Wait for every queued call (the end of a study, before reading anything back)."""
         start = time.perf_counter()
         try:
-            self._writer.drain()
+            self._drain()
         finally:
             self.seconds += time.perf_counter() - start
-
-    def _experiment(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return str(found.experiment_id)
-        try:
-            return str(self.client.create_experiment(name))
-        except MlflowException:  # another worker created it first
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
 
     def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                     resume_run_id: str | None, parent_run_id: str | None = None) -> str:
@@ -165,19 +143,52 @@ class Tracker:
 
     def start_trial(self, parent_run_id: str, study_name: str, number: int,
                     params: Mapping[str, Any], tags: Mapping[str, str]) -> TrialRun:
-        ref = _RunRef()
+        """A trial's run, created now; its params go with its first batch of metrics (three
+        calls to the store for a short trial: create, one batch, end)."""
         run_tags = {PARENT_RUN_TAG: parent_run_id, "trial_number": str(number),
                     "tuner.role": "trial", "study": study_name, **tags}
-        run_params = [Param(k, text(v)) for k, v in params.items()]
+        name, start_ms = f"{study_name}-trial-{number}", int(time.time() * 1000)
+        run_params = [(k, text(v)) for k, v in params.items()]
+        if self.remote is not None:
+            begin = time.perf_counter()
+            ref: Any = self.remote.create(name, run_tags, start_ms)
+            self._remote_pending = True
+            self.seconds += time.perf_counter() - begin
+            self.calls += 1
+            return TrialRun(self, ref, run_params)
+        ref = _RunRef()
 
         def create() -> None:
-            run = self.client.create_run(self.experiment_id, run_name=f"{study_name}-trial-{number}",
-                                         tags=run_tags)
-            ref.id = str(run.info.run_id)
-            self.client.log_batch(ref.id, params=run_params)
+            ref.id = create_run(self.client, self.experiment_id, name, run_tags, start_ms)
 
         self.submit(create)
-        return TrialRun(self, ref)
+        return TrialRun(self, ref, run_params)
+
+    def write_trial(self, ref: Any, metrics: list[tuple[str, float, int, int]],
+                    tags: list[tuple[str, str]], status: str | None,
+                    params: list[tuple[str, str]]) -> None:
+        """Queue a trial run's params (its first write), metrics, tags and (with `status`) its
+        end."""
+        if self.remote is not None:
+            begin = time.perf_counter()
+            self.remote.write(ref, metrics, tags, status, params)
+            self._remote_pending = True
+            self.seconds += time.perf_counter() - begin
+            self.calls += 1
+            return
+
+        def write() -> None:
+            if ref.id is not None:  # else its creation failed; that error is already recorded
+                write_run(self.client, ref.id, metrics, tags, status, params)
+
+        self.submit(write)
+
+    def trial_run_id(self, ref: Any) -> str | None:
+        if self.remote is not None:
+            self.flush()
+            return self.remote.run_id(ref)
+        self.flush()
+        return None if ref.id is None else str(ref.id)
 
     def end_run(self, run_id: str, status: str) -> None:
         """End a run (after everything queued for it is written)."""
@@ -228,53 +239,38 @@ class Tracker:
 class TrialRun:
     """Buffers one trial's per-epoch metrics and writes them in batches."""
 
-    def __init__(self, tracker: Tracker, ref: _RunRef):
+    def __init__(self, tracker: Tracker, ref: Any, params: list[tuple[str, str]] | None = None):
         self.tracker = tracker
         self._ref = ref
-        self._pending: list[Metric] = []
+        self._params = params or []  # written with the first batch
+        self._pending: list[tuple[str, float, int, int]] = []
         self._last_flush = time.monotonic()
 
     @property
     def run_id(self) -> str:
-        self.tracker.flush()
-        assert self._ref.id is not None, "the run was not created"
-        return self._ref.id
+        run_id = self.tracker.trial_run_id(self._ref)
+        assert run_id is not None, "the run was not created"
+        return run_id
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
+        self._pending.extend((k, float(v), now, epoch) for k, v in metrics.items())
         if time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
             self.flush()
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
-            self.tracker.submit(self._write, pending, [], None)
+            params, self._params = self._params, []
+            self.tracker.write_trial(self._ref, pending, [], None, params)
         self._last_flush = time.monotonic()
 
     def finish(self, state: str, tags: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Flush, record the outcome, and end the run with the status matching the trial."""
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, []
-        pending.extend(Metric(k, float(v), now, 0) for k, v in metrics.items())
-        run_tags = [RunTag("state", state)] + [RunTag(k, text(v)) for k, v in tags.items()]
-        self.tracker.submit(self._write, pending, run_tags, RUN_STATUS.get(state, state))
-
-    def _write(self, metrics: list[Metric], tags: list[RunTag], status: str | None) -> None:
-        client, run_id = self.tracker.client, self._ref.id
-        if run_id is None:  # its creation failed; that error is already recorded
-            return
-        for i in range(0, max(len(metrics), 1), BATCH_LIMIT):
-            chunk = metrics[i:i + BATCH_LIMIT]
-            last = i + BATCH_LIMIT >= len(metrics)
-            if chunk or (last and tags):
-                client.log_batch(run_id, metrics=chunk, tags=tags if last else [])
-        if status is not None:
-            client.set_terminated(run_id, status=status)
-
-
-def text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return redact(text)[:6000]
-
-
+        pending.extend((k, float(v), now, 0) for k, v in metrics.items())
+        run_tags = [("state", state)] + [(k, text(v)) for k, v in tags.items()]
+        params, self._params = self._params, []
+        self.tracker.write_trial(self._ref, pending, run_tags, RUN_STATUS.get(state, state),
+                                 params)

@@ -1,14 +1,20 @@
 """A background writer: calls run on one thread, in the order they were submitted.
 
 It knows nothing of MLflow; the tracker uses it so that trial runs are written off the training's
-critical path.
+critical path: `Writer` (a thread) or `ProcessWriter` (a process of its own).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 
@@ -72,3 +78,151 @@ class RunRef:
 
     def __init__(self) -> None:
         self.id: str | None = None
+
+
+class ProcessWriter:
+    """Trial runs written by a process of their own, so the MLflow store's Python work (~50 ms
+    a trial on SQLite) holds another interpreter's lock, not the training's; model logging goes
+    there too, its imports made while the trials train.
+
+    The process is `python -m tuner.tracking._serve` on two pipes (not a multiprocessing child:
+    nothing of the caller's main module is imported again, so a plain script needs no
+    `if __name__ == "__main__"`). Requests are plain tuples, done in order; a run is named by a
+    number (`ref`) until the writer has created it. Calls that return something wait for
+    everything before them; errors are collected there and raised by `drain`.
+
+    It knows nothing of MLflow itself (the process does), so `tuner run` can start it before its
+    own heavy imports (`prestart`): by the time the study ends it has made its imports."""
+
+    def __init__(self, tracking_uri: str, experiment: str, warm_up: bool = True):
+        """Start the process for the study logging to `experiment` on `tracking_uri`; it
+        imports what it needs and waits for `open`."""
+        read_req, write_req = os.pipe()
+        read_rep, write_rep = os.pipe()
+        root = str(Path(__file__).resolve().parents[2])  # this tuner, not another one
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tuner.tracking._serve", str(read_req), str(write_rep),
+             tracking_uri, "warm" if warm_up else "cold"],
+            pass_fds=(read_req, write_rep), env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        os.close(read_req)
+        os.close(write_rep)
+        self._out = Connection(write_req, readable=False)
+        self._in = Connection(read_rep, writable=False)
+        self._outbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._broken: str | None = None
+        # Pickling and writing happen on a thread, so a slow writer never blocks training.
+        self._feeder = threading.Thread(target=self._feed, name="tuner-mlflow-feeder",
+                                        daemon=True)
+        self._feeder.start()
+        self._refs = 0
+        self._lock = threading.Lock()
+        self.seconds = 0.0  # time the writer process spent in MLflow calls
+        self.key = (tracking_uri, experiment, warm_up)
+
+    def _feed(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            try:
+                # The standard pickler: multiprocessing's would hand tensors over as shared
+                # memory, which only a multiprocessing child may open.
+                self._out.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError as exc:
+                self._broken = f"{type(exc).__name__}: {exc}"
+
+    def create(self, run_name: str, tags: dict[str, str], start_ms: int) -> int:
+        with self._lock:
+            self._refs += 1
+            ref = self._refs
+        self._outbox.put(("create", ref, run_name, tags, start_ms))
+        return ref
+
+    def write(self, ref: int, metrics: list[tuple[str, float, int, int]],
+              tags: list[tuple[str, str]], status: str | None,
+              params: list[tuple[str, str]]) -> None:
+        self._outbox.put(("write", ref, metrics, tags, status, params))
+
+    def open(self, experiment_id: str) -> None:
+        """The study's experiment: only now does the writer touch the store (a study that
+        fails its checks first writes nothing)."""
+        self._outbox.put(("open", experiment_id))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Run one of the writer's functions (model logging) after what is queued; its
+        result."""
+        return self._ask(("call", name, args))
+
+    def run_id(self, ref: int) -> str | None:
+        found = self._ask(("id", ref))
+        return None if found is None else str(found)
+
+    def drain(self) -> None:
+        self._ask(("drain",))
+
+    def close(self) -> None:
+        try:
+            if self._process.poll() is None and self._broken is None:
+                self._ask(("close",))
+        finally:
+            self._outbox.put(None)
+            self._feeder.join(timeout=30)
+            self._out.close()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._in.close()
+
+    def _ask(self, request: tuple[Any, ...]) -> Any:
+        with self._lock:  # one question at a time, so each reply is the answer to it
+            self._outbox.put(request)
+            while not self._in.poll(1.0):
+                if self._broken or self._process.poll() is not None:
+                    raise RuntimeError("the MLflow writer process ended unexpectedly (exit "
+                                       f"code {self._process.poll()}; {self._broken or ''})")
+            try:
+                seconds, errors, result = pickle.loads(self._in.recv_bytes())
+            except EOFError:
+                raise RuntimeError("the MLflow writer process ended unexpectedly (exit code "
+                                   f"{self._process.wait()})") from None
+        self.seconds = seconds
+        if errors:
+            raise RuntimeError(f"MLflow writer: {errors[0]}")
+        return result
+
+
+_prestarted: dict[tuple[str, str, bool], ProcessWriter] = {}
+
+
+def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
+    """Start the writer process of a study that is about to run, before the heavy imports; the
+    study's tracker takes it over (`take`). `tracking_uri` None: MLFLOW_TRACKING_URI or the
+    default store."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{os.path.abspath('mlflow.db')}"  # MLflow 3's default store
+    key = (uri, experiment, warm_up)
+    if key not in _prestarted:
+        _prestarted[key] = ProcessWriter(uri, experiment, warm_up)
+
+
+def take(tracking_uri: str, experiment: str, warm_up: bool) -> ProcessWriter:
+    """The prestarted writer for this study, else a new one (others are closed)."""
+    found = _prestarted.pop((tracking_uri, experiment, warm_up), None)
+    for other in list(_prestarted.values()):
+        other.close()
+    _prestarted.clear()
+    return found or ProcessWriter(tracking_uri, experiment, warm_up)
+
+
+def spare_core(threads: int) -> bool:
+    """Whether a core is left beside a process's torch threads and the machine's other work
+    (its load over the last minute, the calling process not counted): then a writer process
+    takes MLflow's work off that process's interpreter lock; without one, it would take the
+    training's CPU instead, and a thread writes."""
+    cores = os.cpu_count() or 1
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1.0)
+    except OSError:  # no load average on this platform
+        others = 0.0
+    return cores - threads - others >= 0.5

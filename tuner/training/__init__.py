@@ -1,5 +1,6 @@
-"""Training: the MLP, its optimizer and schedule, the training loop, custom trainers, and what a
-trained model costs (parameter count, latency).
+"""Training: the MLP, its optimizer and schedule, the training loop, several trials trained at once
+as one stacked model (packs), custom trainers, devices, and what a trained model costs (parameter
+count, latency).
 
 It imports neither Optuna nor MLflow: the loop emits per-epoch events to callbacks (pruning,
 tracking and the stop flag are callbacks that the execution layer hands in), which may raise to
@@ -16,6 +17,7 @@ from tuner.training._custom import (
     resolve,
     using,
 )
+from tuner.training._device import DEVICES, on_device, resolve_device
 from tuner.training._ensemble import Ensemble, average_outputs
 from tuner.training._fit import (
     Callback,
@@ -30,10 +32,50 @@ from tuner.training._fit import (
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
 from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
+from tuner.training._pack import (
+    Finished,
+    Pack,
+    PackedTrial,
+    fit_packed,
+    micro_batch,
+    pack_key,
+    pack_size,
+)
 
 __all__ = [
-    "Callback", "Ensemble", "FitResult", "NonFiniteLoss", "RawRowScorer", "Refit", "Reporter",
-    "ScoringModel", "Trainer", "average_outputs", "build_mlp", "build_optimizer", "criterion",
-    "evaluate", "final_metrics", "fit", "latency_ms_per_1k", "load_trainer", "parameter_count",
-    "predict", "refit_hook", "resolve", "score", "train", "using",
+    "DEVICES",
+    "Callback",
+    "Ensemble",
+    "Finished",
+    "FitResult",
+    "NonFiniteLoss",
+    "Pack",
+    "PackedTrial",
+    "RawRowScorer",
+    "Refit",
+    "Reporter",
+    "ScoringModel",
+    "Trainer",
+    "average_outputs",
+    "build_mlp",
+    "build_optimizer",
+    "criterion",
+    "evaluate",
+    "final_metrics",
+    "fit",
+    "fit_packed",
+    "latency_ms_per_1k",
+    "load_trainer",
+    "micro_batch",
+    "on_device",
+    "pack_key",
+    "pack_size",
+    "parameter_count",
+    "predict",
+    "refit_hook",
+    "resolve",
+    "resolve_device",
+    "score",
+    "train",
+    "using",
 ]

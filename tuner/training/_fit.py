@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from tuner.data import Dataset, Split, classification_metrics, regression_metrics
 from tuner.space import EarlyStopping, Loss, Space, TrialConfig, is_better
+from tuner.training._device import on_device
 from tuner.training._model import build_mlp, build_optimizer, build_scheduler
 
 _EVAL_BATCH = 8192
@@ -53,6 +54,55 @@ class FitResult:
         return self.history[self.best_epoch - 1] if self.history else {}
 
 
+@dataclass
+class Watch:
+    """Early-stopping bookkeeping of one training run: the best monitored epoch so far and the
+    epochs since it improved (shared by `fit` and the packed loop, so both judge alike)."""
+
+    monitor: str | None
+    direction: str
+    early_stopping: EarlyStopping | None
+    best_value: float | None = None
+    best_epoch: int = 0
+    stale: int = 0
+
+    @classmethod
+    def of(cls, data: Dataset, early_stopping: EarlyStopping | None, monitor: str | None,
+           direction: str) -> Watch:
+        if not len(data.val):
+            early_stopping = None  # nothing to monitor
+        if early_stopping is not None:
+            monitor, direction = f"val_{early_stopping.monitor}", early_stopping.direction
+        return cls(monitor, direction, early_stopping)
+
+    @property
+    def keeps_best(self) -> bool:
+        return self.early_stopping is not None and self.early_stopping.restore_best_weights
+
+    def improved(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """Record an epoch; True if it is the best so far (its weights are worth keeping)."""
+        value = metrics.get(self.monitor) if self.monitor else None
+        if value is not None and math.isfinite(value) and is_better(
+                self.direction, value, self.best_value,
+                self.early_stopping.min_delta if self.early_stopping else 0.0):
+            self.best_value, self.best_epoch, self.stale = value, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.early_stopping is not None and self.stale >= self.early_stopping.patience
+
+
+def batch_plan(config: TrialConfig, n: int) -> tuple[int, int]:
+    """(rows per batch, rows used per epoch): a batch of one row breaks batch norm's
+    statistics, so such a tail is skipped."""
+    batch = max(1, min(config.batch_size, n))
+    stop = n - 1 if config.batch_norm and n % batch == 1 and n > batch else n
+    return batch, stop
+
+
 def fit(
     config: TrialConfig,
     data: Dataset,
@@ -64,39 +114,35 @@ def fit(
     monitor: str | None = None,
     monitor_direction: str = "maximize",
     loss: Loss | None = None,
+    device: torch.device | str | None = None,
 ) -> FitResult:
     """Train one MLP. The returned model holds the best monitored epoch's weights when
     early stopping restores them, else the last epoch's. Without validation rows (a final model
     trained on train + validation) only `train_loss` is reported per epoch."""
+    device = torch.device(device or "cpu")
+    data = on_device(data, device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_mlp(config, data.n_features, data.n_outputs)
+    model = build_mlp(config, data.n_features, data.n_outputs).to(device)
     optimizer = build_optimizer(config, list(model.parameters()))
     scheduler, per_batch = build_scheduler(config, optimizer, max_epochs)
-    loss_fn = criterion(data, loss)
-    if not len(data.val):
-        early_stopping = None  # nothing to monitor
-    if early_stopping is not None:
-        monitor, monitor_direction = f"val_{early_stopping.monitor}", early_stopping.direction
+    loss_fn = criterion(data, loss).to(device)
+    watch = Watch.of(data, early_stopping, monitor, monitor_direction)
     x, y = data.train.x, data.train.y
     n = len(data.train)
-    batch = max(1, min(config.batch_size, n))
-    # A batch of one row breaks batch norm's statistics; such a tail is skipped.
-    stop = n - 1 if config.batch_norm and n % batch == 1 and n > batch else n
+    batch, stop = batch_plan(config, n)
 
     permute = x.element_size() * x.numel() <= _PERMUTE_LIMIT_BYTES
     steps = -(-stop // batch)
     # Per-batch losses stay tensors until the epoch ends: no Python float per step.
-    sizes = torch.full((steps,), float(batch))
+    sizes = torch.full((steps,), float(batch), device=device)
     sizes[-1] = stop - (steps - 1) * batch
 
     result = FitResult(model)
-    best_value: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
-    stale = 0
     for epoch in range(1, max_epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(device)
         xs, ys = (x[order], y[order]) if permute else (x, y)
         losses = []
         for start in range(0, stop, batch):
@@ -122,20 +168,14 @@ def fit(
             metrics.update(evaluate(model, data, data.val, prefix="val_", loss_fn=loss_fn))
         result.history.append(metrics)
         result.epochs_run = epoch
-        value = metrics.get(monitor) if monitor else None
-        if value is not None and math.isfinite(value) and is_better(
-                monitor_direction, value, best_value,
-                early_stopping.min_delta if early_stopping else 0.0):
-            best_value, result.best_epoch, stale = value, epoch, 0
-            if early_stopping is not None and early_stopping.restore_best_weights:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
+        if watch.improved(epoch, metrics) and watch.keeps_best:
+            best_state = copy.deepcopy(model.state_dict())
         for callback in callbacks:
             callback.on_epoch_end(epoch, metrics)
-        if early_stopping is not None and stale >= early_stopping.patience:
+        if watch.should_stop:
             result.stopped_early = True
             break
+    result.best_epoch = watch.best_epoch
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
@@ -148,7 +188,8 @@ _SPACE = object()  # `train`'s default early stopping: the space's own
 
 def train(space: Space, params: Mapping[str, Any], data: Dataset, seed: int, *,
           max_epochs: int | None = None, early_stopping: Any = _SPACE,
-          callbacks: Sequence[Callback] = ()) -> FitResult:
+          callbacks: Sequence[Callback] = (), device: torch.device | str | None = None
+          ) -> FitResult:
     """Train one configuration of `space` (its parameters and torch seed) on `data`: a trial,
     the retraining of a trial kept by no process, a final model. The one place where a
     configuration becomes a model, so the same parameters and seed give the same weights."""
@@ -157,7 +198,8 @@ def train(space: Space, params: Mapping[str, Any], data: Dataset, seed: int, *,
                early_stopping=space.training.early_stopping if early_stopping is _SPACE
                else early_stopping,
                seed=seed, callbacks=callbacks, monitor=space.objective.key,
-               monitor_direction=space.objective.direction, loss=space.training.loss)
+               monitor_direction=space.objective.direction, loss=space.training.loss,
+               device=device)
 
 
 class _RegressionLoss(nn.Module):
@@ -186,10 +228,39 @@ def criterion(data: Dataset, loss: Loss | None = None) -> nn.Module:
     return _RegressionLoss(nn.MSELoss())
 
 
+def row_losses(data: Dataset, loss: Loss | None = None
+               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss per row (the criterion with `reduction="none"`; class-weighted rows
+    carry their weight): out (..., outputs), target (...) -> (...)."""
+    if data.task == "classification":
+        weight = None if data.class_weights is None else torch.tensor(data.class_weights,
+                                                                      dtype=torch.float32)
+
+        def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            w = None if weight is None else weight.to(out.device)
+            flat = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]),
+                                               target.reshape(-1), weight=w, reduction="none")
+            return flat.view(target.shape)
+        return cross_entropy
+    name = loss.name if loss is not None else "mse"
+    delta = loss.huber_delta if loss is not None else 1.0
+
+    def regression(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = out.squeeze(-1)
+        if name == "mae":
+            return nn.functional.l1_loss(pred, target, reduction="none")
+        if name == "huber":
+            return nn.functional.huber_loss(pred, target, reduction="none", delta=delta)
+        return nn.functional.mse_loss(pred, target, reduction="none")
+    return regression
+
+
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's outputs for x, in batches, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        outs = [model(x[i:i + _EVAL_BATCH]) for i in range(0, x.shape[0], _EVAL_BATCH)]
+        outs = [model(x[i:i + _EVAL_BATCH].to(device)) for i in range(0, x.shape[0], _EVAL_BATCH)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -204,13 +275,15 @@ def evaluate(model: nn.Module, data: Dataset, split: Split, prefix: str = "",
 
 def score(data: Dataset, split: Split, out: torch.Tensor, prefix: str = "",
           loss_fn: nn.Module | None = None) -> dict[str, float]:
-    """`evaluate` from outputs computed already (an ensemble's averaged outputs)."""
+    """The loss and every metric of a model's outputs `out` on `split` (outputs computed
+    already: a pack's, an ensemble's averaged outputs)."""
     if data.task == "regression":
         out = out.squeeze(1)
+    y = split.y.to(out.device)
     with torch.inference_mode():
-        loss = float((loss_fn or criterion(data))(out, split.y))
-    y_true = split.y.numpy()
-    scores = out.numpy()
+        loss = float((loss_fn or criterion(data)).to(out.device)(out, y))
+    y_true = split.y.cpu().numpy()
+    scores = out.cpu().numpy()
     if data.task == "regression":
         values = regression_metrics(data.to_original_units(y_true.astype(np.float64)),
                                     data.to_original_units(scores.astype(np.float64)))

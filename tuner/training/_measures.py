@@ -15,6 +15,7 @@ def parameter_count(model: torch.nn.Module) -> int:
 def latency_ms_per_1k(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
     """Median wall time of a forward pass over 1,000 rows, in ms, on this machine."""
     rows = x.repeat((1000 + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:1000]
+    rows = rows.to(next(model.parameters()).device)
     model.eval()
     times = []
     with torch.no_grad():

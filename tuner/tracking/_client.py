@@ -1,0 +1,147 @@
+"""The MLflow client on a tracking store, and writing one trial run's batch (shared by the
+tracker's background thread and its writer process).
+
+A new SQLite store (the default `sqlite:///mlflow.db` in a new folder) starts as a copy of an
+empty store made once per machine and MLflow version: creating the schema runs MLflow's ~60
+database migrations (about a second, several on a busy machine), the copy takes milliseconds.
+MLflow checks the schema's revision whenever it opens a store, so a copy that does not match
+the installed MLflow would be refused, not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tuner._stores import creation_lock, driver_url, scheme_of, sqlite_path
+from tuner.errors import redact, require_extra
+
+BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch call
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
+              "FAILED": "FAILED", "KILLED": "KILLED", "INTERRUPTED": "KILLED"}
+
+
+def store_uri(tracking_uri: str | None) -> str:
+    """The tracking URI as MLflow gets it: None is MLFLOW_TRACKING_URI or MLflow's default; a
+    PostgreSQL database needs the postgres extra, and a bare `postgresql://` gets the driver that
+    is installed (SQLAlchemy 2.1 would assume psycopg 3)."""
+    uri = tracking_uri or str(mlflow.get_tracking_uri())
+    if scheme_of(uri) in ("postgresql", "postgres"):
+        require_extra("postgres", f"the tracking URI {uri}")
+    return driver_url(uri)
+
+
+def client_for(tracking_uri: str | None) -> MlflowClient:
+    """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
+    MLflow's chatter kept off the user's terminal."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
+    # to do so): that would break `--json` and cost a request per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    uri = store_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is None or uri in _OPENED:
+        return MlflowClient(uri)
+    # Opening the store creates (or migrates) its tables; two processes doing that at once
+    # break it (see tuner._stores), so the first opening happens under the folder's lock.
+    with creation_lock(path):
+        _seed_sqlite(path)
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    _OPENED.add(uri)
+    return client
+
+
+_OPENED: set[str] = set()  # SQLite stores this process has opened (created) already
+
+
+def _seed_sqlite(path: Path) -> None:
+    """A new local SQLite store: copy the empty store of this MLflow version (made once)."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        template = _template()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, tmp)
+        try:
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except Exception:  # a cache that cannot be made (read-only home, ...): MLflow creates it
+        return
+
+
+def _template() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuner"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.exists():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        db = Path(tmp) / "empty.db"
+        MlflowClient(f"sqlite:///{db}").search_experiments()  # creates the schema
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.link(db, template)
+    return template
+
+
+def experiment_named(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created (or restored) if need be; safe against another
+    process creating it at the same moment."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:  # another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def write_run(client: MlflowClient, run_id: str, metrics: list[tuple[str, float, int, int]],
+              tags: list[tuple[str, str]], status: str | None,
+              params: Sequence[tuple[str, str]] = ()) -> None:
+    """A trial run's params (its first write), metrics (in batches of MLflow's limit), tags and
+    end: one `log_batch` for all of it unless the metrics exceed one batch."""
+    points = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
+    run_tags = [RunTag(k, v) for k, v in tags]
+    run_params = [Param(k, v) for k, v in params]
+    for i in range(0, max(len(points), 1), BATCH_LIMIT):
+        chunk = points[i:i + BATCH_LIMIT]
+        first, last = i == 0, i + BATCH_LIMIT >= len(points)
+        if chunk or (last and run_tags) or (first and run_params):
+            client.log_batch(run_id, metrics=chunk, params=run_params if first else [],
+                             tags=run_tags if last else [])
+    if status is not None:
+        client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
+
+
+def create_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
+               start_ms: int) -> str:
+    """A trial run (its params come with its first batch of metrics)."""
+    run = client.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
+    return str(run.info.run_id)
+
+
+def text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return redact(text)[:6000]

@@ -1,0 +1,74 @@
+"""Logging a model to a run of a store, given by URI: what the tracker's writer process runs (or
+the tracker itself, without one). No fluent run is opened (`run_id=`), and the requirements are
+given, so MLflow infers nothing."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import mlflow
+
+
+def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example: Any) -> str:
+    """Log a torch model (PyTorch flavour, signature inferred from the example); its URI."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.inference_mode():
+        output = model(torch.as_tensor(input_example)).numpy()
+    signature = infer_signature(input_example, output)
+    with _at(tracking_uri):
+        info = mlflow.pytorch.log_model(
+            model, name="model", signature=signature, input_example=input_example,
+            serialization_format="pt2", run_id=run_id,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return str(info.model_uri)
+
+
+def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: Any, rows: Any,
+                         requirements: list[str], name: str = "scorer") -> str:
+    """Log `scorer` (a callable: DataFrame of raw rows -> predictions) as a pyfunc model.
+    The signature comes from `rows` (training rows); every input column is optional, since
+    filling missing values is part of the model."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # integer columns, type hints: known, handled here
+        inferred = infer_signature(rows, scorer(rows))
+        inputs = Schema([ColSpec(c.type, c.name, required=False)
+                         for c in inferred.inputs.inputs])
+        signature = ModelSignature(inputs, inferred.outputs)
+        pyfunc_log.setLevel(logging.ERROR)  # the note on pickled python models
+        try:
+            with _at(tracking_uri):
+                mlflow.start_run(run_id=run_id)  # pyfunc's log_model takes no run_id
+                try:
+                    info = mlflow.pyfunc.log_model(name=name, python_model=scorer,
+                                                   signature=signature, input_example=example,
+                                                   pip_requirements=requirements)
+                finally:
+                    mlflow.end_run("RUNNING")  # the run's status stays the tracker's to set
+        finally:
+            pyfunc_log.setLevel(level)
+    return str(info.model_uri)
+
+
+class _at:
+    """MLflow's global tracking URI set to `uri` for a block."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    def __enter__(self) -> None:
+        self.previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+
+    def __exit__(self, *exc: Any) -> None:
+        mlflow.set_tracking_uri(self.previous)
