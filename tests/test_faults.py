@@ -116,7 +116,8 @@ def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resume
     space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 3"),
                         "slow.yaml")
     proc = start(["run", str(space), "--workers", "2", "--trials", "4", "--storage", redis_url,
-                  "--experiment", "sigterm", "--no-model", "--quiet"], workdir, tracking_uri)
+                  "--experiment", "sigterm", "--no-model", "--quiet", "--pack", "1"], workdir,
+                 tracking_uri)  # one trial at a time per worker: two trials in training
     storage = open_storage(redis_url)
     wait_for(lambda: sum(t.state == TrialState.RUNNING  # both workers in training
                          for t in trials_of(storage, "slowfault-random-seed0")) == 2,
@@ -140,7 +141,7 @@ def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resume
 
     resumed = run_study(load_space(space), RunOptions(storage=redis_url, trials=2, tracking_uri=tracking_uri,
                                           experiment="sigterm", log_model=False, progress=False,
-                                          views=False, threads=1))
+                                          views=False, threads=1, pack=1))
     assert resumed.n_complete == 2 and resumed.mlflow_parent_run_id == parents[0].info.run_id
     study = open_study(redis_url, "slowfault-random-seed0")
     for old in interrupted:

@@ -139,6 +139,11 @@ def test_the_best_model_is_logged_and_scores_raw_test_rows(
     space = load_space(write_space(workdir))
     result = run_study(space, options(workdir, tracking_uri, "model", trials=2, log_model=True))
     assert result.model_uri
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("model").experiment_id
+    logged = client.search_logged_models([experiment])  # the UI's "Logged models" lists these
+    assert [(m.source_run_id, m.model_id) for m in logged] == [
+        (result.mlflow_parent_run_id, result.model_uri.removeprefix("models:/"))]
     model = mlflow.pytorch.load_model(result.model_uri)
     from tuner.data import load_dataset
 

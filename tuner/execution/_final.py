@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from optuna.trial import FrozenTrial
 
-from tuner.analysis import confusion_png, residual_png
+from tuner import analysis  # its plots load matplotlib on first use, after training
 from tuner.data import Dataset, confusion_matrix, final_dataset
 from tuner.errors import OptionError, TunerError
 from tuner.execution._models import data_metrics, log_models
@@ -169,7 +169,7 @@ def _train(space: Space, params: dict[str, Any], seed: int, epochs: int, options
         confusion = matrix.tolist()
         if options.tracking:
             figure = ("confusion_matrix.png",
-                      confusion_png(matrix, data.classes, f"{name}: test confusion matrix"))
+                      analysis.confusion_png(matrix, data.classes, f"{name}: test confusion matrix"))
     else:
         y = data.to_original_units(data.test.y.numpy().astype(np.float64))
         pred = data.to_original_units(out[:, 0].astype(np.float64))
@@ -177,7 +177,7 @@ def _train(space: Space, params: dict[str, Any], seed: int, epochs: int, options
         residuals = {"mean": float(error.mean()), "std": float(error.std()),
                      "max_abs": float(np.abs(error).max())}
         if options.tracking:
-            figure = ("residuals.png", residual_png(y, pred, f"{name}: test residuals"))
+            figure = ("residuals.png", analysis.residual_png(y, pred, f"{name}: test residuals"))
     final = FinalResult(
         name=name, origin=origin, task=data.task, params=params,
         epochs=result.epochs_run if early else epochs, seed=seed,

@@ -170,7 +170,7 @@ def run_trial(
         else:
             result = train(space, prepared.params, data, seed, callbacks=callbacks,
                            device=device)
-    except (optuna.TrialPruned, NonFiniteLoss, Interrupted) as exc:
+    except (optuna.TrialPruned, NonFiniteLoss, TrainerFailed, Interrupted) as exc:
         error = exc
     outcome.training_s = time.perf_counter() - started
     return close_trial(prepared, space, data, result, error), prepared.run

@@ -4,8 +4,10 @@ given, so MLflow infers nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow
@@ -20,7 +22,7 @@ def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example
     with torch.inference_mode():
         output = model(torch.as_tensor(input_example)).numpy()
     signature = infer_signature(input_example, output)
-    with _at(tracking_uri):
+    with _at(tracking_uri), _in_run(run_id):
         info = mlflow.pytorch.log_model(
             model, name="model", signature=signature, input_example=input_example,
             serialization_format="pt2", run_id=run_id,
@@ -47,17 +49,25 @@ def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: A
         signature = ModelSignature(inputs, inferred.outputs)
         pyfunc_log.setLevel(logging.ERROR)  # the note on pickled python models
         try:
-            with _at(tracking_uri):
-                mlflow.start_run(run_id=run_id)  # pyfunc's log_model takes no run_id
-                try:
-                    info = mlflow.pyfunc.log_model(name=name, python_model=scorer,
-                                                   signature=signature, input_example=example,
-                                                   pip_requirements=requirements)
-                finally:
-                    mlflow.end_run("RUNNING")  # the run's status stays the tracker's to set
+            with _at(tracking_uri), _in_run(run_id):  # pyfunc's log_model takes no run_id
+                info = mlflow.pyfunc.log_model(name=name, python_model=scorer,
+                                               signature=signature, input_example=example,
+                                               pip_requirements=requirements)
         finally:
             pyfunc_log.setLevel(level)
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def _in_run(run_id: str) -> Iterator[None]:
+    """The run made active for a block: MLflow puts a logged model in the active run's
+    experiment (without one, in the process's current experiment: "Default" in the writer
+    process). The run's status stays the tracker's to set."""
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        mlflow.end_run("RUNNING")
 
 
 class _at:
