@@ -157,3 +157,22 @@ def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
         assert [m.value for m in metric_history(tracking_uri, run.run_id, "val_accuracy")] == [0.5]
     finally:
         tracker.close()
+
+
+def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer process started by a study itself makes its imports while the study waits
+    (seconds per study of a comparison); only `tuner run` starts one, beside its own imports."""
+    from tuner import CompareOptions, compare
+    from tuner.tracking import _writer
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a writer process was started")
+
+    monkeypatch.setattr(_writer.ProcessWriter, "__init__", no_process)
+    space = load_space(write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1")))
+    result = compare(space, CompareOptions(
+        strategies=("random",), trials=1, repeats=2, name="threads", storage="threads.journal",
+        tracking_uri=tracking_uri, out=str(workdir / "out"), log_model=False, views=False,
+        threads=1))
+    assert len(result.studies) == 2 and len(result.trials) == 2

@@ -49,7 +49,7 @@ from tuner.search import (
     uncounted,
 )
 from tuner.space import Space
-from tuner.tracking import Tracker, check_store, spare_core
+from tuner.tracking import Tracker, check_store, writer_prestarted
 from tuner.training import resolve_device
 
 
@@ -83,12 +83,14 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
-    # One process trains: with a spare core, its trial runs are written by a writer process,
-    # off its GIL (which also logs the model, having made its imports meanwhile).
+    # One process trains and `tuner run` started a writer process beside its imports (it had a
+    # spare core): trial runs are written there, off this GIL, and the model logged there, its
+    # imports made meanwhile. Otherwise a thread writes (a writer started now would keep the
+    # study's end waiting for its imports).
     with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
         tracker = Tracker(options.tracking_uri, options.experiment or space.name,
                           process=options.workers == 1 and options.dask is None
-                          and spare_core(threads), warm_up=options.log_model) \
+                          and writer_prestarted(), warm_up=options.log_model) \
             if options.tracking else None
     try:
         with discard_if_unused(handle):

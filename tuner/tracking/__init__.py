@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from tuner.tracking._tracker import PARENT_RUN_TAG, RUN_STATUS, Tracker, TrialRun
     from tuner.tracking._writer import prestart as prestart_writer
+    from tuner.tracking._writer import prestarted as writer_prestarted
     from tuner.tracking._writer import spare_core
 
 _WHERE = {
@@ -59,9 +60,10 @@ _WHERE = {
     "Tracker": "_tracker",
     "TrialRun": "_tracker",
     "prestart_writer": "_writer",
+    "writer_prestarted": "_writer",
     "spare_core": "_writer",
 }
-_RENAMED = {"prestart_writer": "prestart"}
+_RENAMED = {"prestart_writer": "prestart", "writer_prestarted": "prestarted"}
 
 __all__ = [
     "PARENT_RUN_TAG", "RUN_STATUS", "StoreError", "Tracker", "TrialRun", "check_comparison",
@@ -69,6 +71,7 @@ __all__ = [
     "join_tracker", "list_experiments", "log_raw_row_model", "log_study_outcome",
     "log_torch_model", "prestart_writer", "register_model", "run_experiment", "run_status",
     "runs_frame", "spare_core", "start_comparison", "store_uri", "trial_run_tags",
+    "writer_prestarted",
 ]
 
 

@@ -206,6 +206,14 @@ def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
         _prestarted[key] = ProcessWriter(uri, experiment, warm_up)
 
 
+def prestarted() -> bool:
+    """Whether this process started a writer for the study it is about to run (`tuner run`
+    does, beside its own imports). A writer process started later, by a study itself, would make
+    its imports while the study waits: a few seconds that only a long study wins back, and that
+    `tuner compare`, notebooks and scripts would pay for every study."""
+    return bool(_prestarted)
+
+
 def take(tracking_uri: str, experiment: str, warm_up: bool) -> ProcessWriter:
     """The prestarted writer for this study, else a new one (others are closed)."""
     found = _prestarted.pop((tracking_uri, experiment, warm_up), None)
