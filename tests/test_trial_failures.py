@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import tuner
 from tests.conftest import subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
@@ -88,3 +90,52 @@ def test_a_study_whose_every_trial_failed_says_so_and_exits_1(
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["n_failed"] >= 1 and out["n_complete"] >= 1 and not out["all_failed"]
+
+
+HUGE = """\
+name: huge
+data: {source: digits, val_fraction: 0.2, test_fraction: 0.2, seed: 0}
+objective: {metric: accuracy}
+training: {max_epochs: 1}
+study: {strategy: grid, trials: 2, seed: 0, pruner: none}
+params:
+  n_layers: 16
+  units: {type: categorical, choices: [8, 65536]}
+"""
+
+
+def test_training_bytes_counts_weights_their_copies_and_a_batchs_activations() -> None:
+    from tuner.space import TrialConfig
+    from tuner.training import training_bytes
+
+    config = TrialConfig.from_params({"n_layers": 1, "units": 32})
+    weights = 64 * 32 + 32 + 32 * 10 + 10
+    assert training_bytes(config, 64, 10, 32) == 4 * (5 * weights + 3 * 32 * (64 + 32 + 10))
+
+
+@pytest.mark.parametrize("pack", [None, 1])
+def test_a_model_too_large_for_the_machine_fails_its_trial_before_it_is_built(
+        workdir: Path, pack: int | None) -> None:
+    """16 layers of 65,536 units need ~1.2 TB to train: built, they would bring the
+    out-of-memory killer down on the study. The trial fails with the figures; the other runs."""
+    space = tuner.load_space(write_space(workdir, HUGE, "huge.yaml"))
+    result = tuner.run_study(space, opts(workdir, pack=pack, refit=False))
+    assert (result.n_complete, result.n_failed) == (1, 1)
+    (failed,) = [t for t in load_study(result.study, workdir / "s.journal").trials
+                 if t.state.name == "FAIL"]
+    assert failed.params == {"units": 65536}
+    reason = failed.user_attrs["fail_reason"]
+    assert reason.startswith("the model (16 hidden layers of up to 65536 units) needs about ")
+    assert "GB to train, more than the" in reason and "lower the space's units" in reason
+
+
+def test_tuner_train_refuses_a_model_too_large_in_one_line(workdir: Path,
+                                                           tracking_uri: str) -> None:
+    fixed = HUGE.replace("units: {type: categorical, choices: [8, 65536]}", "units: 65536")
+    space = write_space(workdir, fixed.replace("study: {strategy: grid,", "study: {"), "fixed.yaml")
+    done = subprocess.run([*tuner_command(), "train", str(space), "--no-tracking"], cwd=workdir,
+                          env=subprocess_env(tracking_uri), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("tuner: error: the model (16 hidden layers of up to 65536 ")
+    assert len(done.stderr.strip().splitlines()) == 1

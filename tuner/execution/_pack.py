@@ -28,7 +28,16 @@ from tuner.execution._session import OpenTrial, Session
 from tuner.execution._source import TrialSource
 from tuner.execution._trial import Prepared, TrialOutcome, close_trial, open_trial, prepare_trial
 from tuner.space import Space, TrialConfig
-from tuner.training import Finished, Pack, PackedTrial, micro_batch, pack_key, pack_size
+from tuner.training import (
+    Finished,
+    ModelTooLarge,
+    Pack,
+    PackedTrial,
+    check_fits,
+    micro_batch,
+    pack_key,
+    pack_size,
+)
 
 
 def packs_trials(session: Session) -> bool:
@@ -157,6 +166,14 @@ class _Runner:
         session = self.session
         prepared = item.prepared
         prepared.started = time.perf_counter()  # its time is its time in a pack
+        try:
+            check_fits(item.config, session.data.n_features, session.data.n_outputs,
+                       item.config.batch_size, self.device)
+        except ModelTooLarge as exc:  # it fails alone, before it takes a slot
+            open_trial(prepared, self.space, self.stop, False,
+                       lambda params: session.start_run(item.opened, params))
+            self._record(item, close_trial(prepared, self.space, session.data, None, exc))
+            return
         callbacks = open_trial(prepared, self.space, self.stop, session.prune,
                                lambda params: session.start_run(item.opened, params))
         pack.add(PackedTrial(item, item.config, prepared.seed, callbacks))

@@ -31,6 +31,7 @@ from tuner.space import Space
 from tuner.training import (
     Callback,
     FitResult,
+    ModelTooLarge,
     NonFiniteLoss,
     Reporter,
     final_metrics,
@@ -170,7 +171,7 @@ def run_trial(
         else:
             result = train(space, prepared.params, data, seed, callbacks=callbacks,
                            device=device)
-    except (optuna.TrialPruned, NonFiniteLoss, TrainerFailed, Interrupted) as exc:
+    except (optuna.TrialPruned, NonFiniteLoss, ModelTooLarge, TrainerFailed, Interrupted) as exc:
         error = exc
     outcome.training_s = time.perf_counter() - started
     return close_trial(prepared, space, data, result, error), prepared.run
@@ -200,7 +201,7 @@ def close_trial(prepared: Prepared, space: Space, data: Dataset, result: FitResu
     except NonFiniteLoss as exc:
         outcome.state, outcome.reason = "FAIL", str(exc)
         outcome.epochs = exc.epoch
-    except TrainerFailed as exc:  # the user's code: that trial fails, the study goes on
+    except (TrainerFailed, ModelTooLarge) as exc:  # that trial fails, the study goes on
         outcome.state, outcome.reason = "FAIL", str(exc)
     except Interrupted as exc:
         outcome.state, outcome.reason = "INTERRUPTED", str(exc)

@@ -31,6 +31,7 @@ from tuner.training._fit import (
     train,
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
+from tuner.training._memory import ModelTooLarge, check_fits, training_bytes
 from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
 from tuner.training._pack import (
     Finished,
@@ -48,6 +49,7 @@ __all__ = [
     "Ensemble",
     "Finished",
     "FitResult",
+    "ModelTooLarge",
     "NonFiniteLoss",
     "Pack",
     "PackedTrial",
@@ -59,6 +61,7 @@ __all__ = [
     "average_outputs",
     "build_mlp",
     "build_optimizer",
+    "check_fits",
     "criterion",
     "evaluate",
     "final_metrics",
@@ -77,5 +80,6 @@ __all__ = [
     "resolve_device",
     "score",
     "train",
+    "training_bytes",
     "using",
 ]

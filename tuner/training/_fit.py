@@ -19,6 +19,7 @@ from torch import nn
 from tuner.data import Dataset, Split, classification_metrics, regression_metrics
 from tuner.space import EarlyStopping, Loss, Space, TrialConfig, is_better
 from tuner.training._device import on_device
+from tuner.training._memory import check_fits
 from tuner.training._model import build_mlp, build_optimizer, build_scheduler
 
 _EVAL_BATCH = 8192
@@ -120,6 +121,8 @@ def fit(
     early stopping restores them, else the last epoch's. Without validation rows (a final model
     trained on train + validation) only `train_loss` is reported per epoch."""
     device = torch.device(device or "cpu")
+    check_fits(config, data.n_features, data.n_outputs, batch_plan(config, len(data.train))[0],
+               device)
     data = on_device(data, device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

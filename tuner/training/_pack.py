@@ -38,6 +38,7 @@ from tuner.training._fit import (
     row_losses,
     score,
 )
+from tuner.training._memory import training_budget, training_bytes
 from tuner.training._stack import SlotState, Stack, order_slots
 
 _MIN_MICRO = 8  # below this, micro-batches cost more steps than packing saves
@@ -102,14 +103,15 @@ def pack_size(config: TrialConfig, n_features: int, n_outputs: int, rows: int,
     dims = [n_features, *config.units, n_outputs]
     macs = sum(a * b for a, b in itertools.pairwise(dims))
     size = int(_TARGET_FLOPS[kind] / max(1.0, 6.0 * rows * macs))
-    if kind == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        per_trial = 4 * 4 * (macs + sum(dims)) + 4 * rows * sum(dims) * 4
-        size = min(size, int(0.25 * free / max(1, per_trial)))
     size = min(size, _MAX_PACK[kind])
     if budget is not None:
         size = min(size, -(-budget // 3))
-    return max(2, size)
+    size = max(2, size)
+    budget_bytes = training_budget(device)
+    if budget_bytes is not None:  # K trials take K times one's memory
+        per_trial = training_bytes(config, n_features, n_outputs, rows)
+        size = min(size, max(1, budget_bytes // max(1, per_trial)))
+    return size
 
 
 class _Member:
