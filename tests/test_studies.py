@@ -155,3 +155,28 @@ def test_the_best_model_is_logged_and_scores_raw_test_rows(
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     accuracy = float(np.mean(probs.argmax(axis=1) == data.test.y.numpy()))
     assert accuracy == pytest.approx(result.test_metrics["accuracy"])
+
+
+def test_the_model_goes_to_the_study_s_experiment_beside_a_notebook_s_own_run(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a notebook the caller may have an experiment set and a run open: the study's model is
+    still logged in the study's experiment, from its parent run, and the caller's run stays
+    theirs."""
+    from mlflow.tracking import fluent
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    # MLflow keeps the caller's experiment in a global: restored for the tests that follow.
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    mlflow.set_experiment("the-callers-own")
+    space = load_space(write_space(workdir))
+    with mlflow.start_run() as mine:
+        result = run_study(space, options(workdir, tracking_uri, "study-exp", trials=1,
+                                          log_model=True))
+        assert mlflow.active_run().info.run_id == mine.info.run_id
+    client = mlflow.MlflowClient(tracking_uri)
+    studies = client.get_experiment_by_name("study-exp").experiment_id
+    theirs = client.get_experiment_by_name("the-callers-own").experiment_id
+    assert [m.source_run_id for m in client.search_logged_models([studies])] == [
+        result.mlflow_parent_run_id]
+    assert client.search_logged_models([theirs]) == []
+    assert client.get_run(mine.info.run_id).info.status == "FINISHED"

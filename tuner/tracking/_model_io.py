@@ -22,10 +22,15 @@ def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example
     with torch.inference_mode():
         output = model(torch.as_tensor(input_example)).numpy()
     signature = infer_signature(input_example, output)
-    with _at(tracking_uri), _in_run(run_id):
+    with _at(tracking_uri):
+        # Made here, in the run's experiment: MLflow would put it in the process's current
+        # experiment ("Default" in the writer process, the caller's own in a notebook).
+        client = mlflow.MlflowClient(tracking_uri)
+        logged = client.create_logged_model(client.get_run(run_id).info.experiment_id,
+                                            name="model", source_run_id=run_id)
         info = mlflow.pytorch.log_model(
             model, name="model", signature=signature, input_example=input_example,
-            serialization_format="pt2", run_id=run_id,
+            serialization_format="pt2", run_id=run_id, model_id=logged.model_id,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     return str(info.model_uri)
 
@@ -49,7 +54,7 @@ def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: A
         signature = ModelSignature(inputs, inferred.outputs)
         pyfunc_log.setLevel(logging.ERROR)  # the note on pickled python models
         try:
-            with _at(tracking_uri), _in_run(run_id):  # pyfunc's log_model takes no run_id
+            with _at(tracking_uri), _in_run(run_id):
                 info = mlflow.pyfunc.log_model(name=name, python_model=scorer,
                                                signature=signature, input_example=example,
                                                pip_requirements=requirements)
@@ -60,9 +65,8 @@ def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: A
 
 @contextlib.contextmanager
 def _in_run(run_id: str) -> Iterator[None]:
-    """The run made active for a block: MLflow puts a logged model in the active run's
-    experiment (without one, in the process's current experiment: "Default" in the writer
-    process). The run's status stays the tracker's to set."""
+    """The run made active for a block (pyfunc's log_model takes no run_id). The run's status
+    stays the tracker's to set."""
     mlflow.start_run(run_id=run_id)
     try:
         yield
