@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study, metric_history, runs_of
+from tests.reference_loop import reference_fit
 from tuner import OptionError, RunOptions, TunerError, load_space, parse_space, run_study
 from tuner.data import load_dataset
 from tuner.execution import Session, work
@@ -76,7 +77,7 @@ def _same_history(alone: list[Mapping[str, float]], packed: list[Mapping[str, fl
 
 
 def test_a_trial_trained_in_a_pack_is_the_same_trial_trained_alone(digits, one_thread) -> None:
-    alone = [fit(c, digits, seed=10 + i, **_options()) for i, c in enumerate(MIXED)]
+    alone = [reference_fit(c, digits, seed=10 + i, **_options()) for i, c in enumerate(MIXED)]
     packed = fit_packed([PackedTrial(i, c, 10 + i) for i, c in enumerate(MIXED)], digits,
                         micro=32, **_options())
     for a, p in zip(alone, packed, strict=True):
@@ -91,6 +92,52 @@ def test_a_trial_trained_in_a_pack_is_the_same_trial_trained_alone(digits, one_t
             assert torch.allclose(kept[key], mine[key], rtol=1e-4, atol=1e-5), key
 
 
+def test_fit_trains_one_trial_as_the_textbook_loop_does(digits, one_thread) -> None:
+    """`fit` is a pack of one: every optimizer, activation, schedule and dropout gives the
+    textbook loop's epochs and weights; a callback's exception and a diverging loss propagate."""
+    for i, config in enumerate(MIXED):
+        alone, mine = reference_fit(config, digits, seed=i, **_options()), \
+            fit(config, digits, seed=i, **_options())
+        _same_history(alone.history, mine.history)
+        assert (mine.epochs_run, mine.best_epoch, mine.stopped_early) == \
+            (alone.epochs_run, alone.best_epoch, alone.stopped_early)
+
+    class Stop:
+        def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(MIXED[0], digits, seed=0, callbacks=[Stop()], **_options())
+    with pytest.raises(NonFiniteLoss):
+        fit(TrialConfig(units=(16,), optimizer="sgd", lr=1e12), digits, seed=0,
+            **_options(3, None))
+
+
+def test_training_loads_no_torch_optim_compiler() -> None:
+    """torch.optim's first optimizer imports torch's compiler (1-3 s on a study's path); the
+    final model's re-evaluation and refit train with `train` too, so none of it may load it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys\n"
+            "from tuner import parse_space\n"
+            "from tuner.data import load_dataset\n"
+            "from tuner.training import train\n"
+            f"space = parse_space({DIGITS!r})\n"
+            "data = load_dataset(space.data)\n"
+            "for opt in ('adam', 'sgd', 'rmsprop', 'adamw'):\n"
+            "    train(space, {'optimizer': opt, 'units': 8}, data, seed=0, max_epochs=1)\n"
+            "print('torch._dynamo' in sys.modules)\n"
+            "import torch\n"  # the probe sees what torch.optim would load
+            "torch.optim.Adam([torch.zeros(1, requires_grad=True)]).zero_grad()\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"]
+
+
 def test_batch_norm_trials_share_a_pack_of_their_batch_size(digits, one_thread) -> None:
     # SGD: Adam's update of the bias in front of batch norm follows float noise (its gradient
     # is zero but for rounding), so only SGD makes the two computations comparable digit by
@@ -100,7 +147,7 @@ def test_batch_norm_trials_share_a_pack_of_their_batch_size(digits, one_thread) 
                TrialConfig(units=(12, 7), batch_norm=True, activation="elu", optimizer="sgd",
                            lr=0.02, batch_size=64)]
     assert len({pack_key(c, len(digits.train), 32) for c in configs}) == 1
-    alone = [fit(c, digits, seed=i, **_options(3)) for i, c in enumerate(configs)]
+    alone = [reference_fit(c, digits, seed=i, **_options(3)) for i, c in enumerate(configs)]
     packed = fit_packed([PackedTrial(i, c, i) for i, c in enumerate(configs)], digits,
                         **_options(3))
     for a, p in zip(alone, packed, strict=True):
@@ -130,7 +177,7 @@ def test_a_diverging_trial_fails_alone_and_the_others_are_unharmed(digits, one_t
     packed = fit_packed([PackedTrial(i, c, i) for i, c in enumerate(configs)], digits,
                         micro=32, **_options(3, None))
     assert isinstance(packed[0].error, NonFiniteLoss) and packed[0].result is None
-    healthy = fit(configs[1], digits, seed=1, **_options(3, None))
+    healthy = reference_fit(configs[1], digits, seed=1, **_options(3, None))
     assert packed[1].result is not None
     _same_history(healthy.history, packed[1].result.history)
 
@@ -158,9 +205,9 @@ def test_a_stopped_trial_leaves_and_a_trial_that_joins_later_trains_as_alone(
     while len(pack):
         done.update({f.trial.name: f for f in pack.run_epoch()})
     assert done["late"].result is not None and done["steady"].result is not None
-    _same_history(fit(late, digits, seed=3, **_options(3, None)).history,
+    _same_history(reference_fit(late, digits, seed=3, **_options(3, None)).history,
                   done["late"].result.history)
-    _same_history(fit(MIXED[3], digits, seed=2, **_options(3, None)).history,
+    _same_history(reference_fit(MIXED[3], digits, seed=2, **_options(3, None)).history,
                   done["steady"].result.history)
 
 
@@ -315,7 +362,7 @@ def test_a_pack_trains_on_the_device_it_is_given(digits, one_thread) -> None:
                         **_options(2, None))
     assert packed[0].result is not None
     assert next(packed[0].result.model.parameters()).device.type == device.type
-    alone = fit(config, digits, seed=5, device=device, **_options(2, None))
+    alone = reference_fit(config, digits, seed=5, device=device, **_options(2, None))
     _same_history(alone.history, packed[0].result.history, rel=1e-3)
     assert all(math.isfinite(v) for v in packed[0].result.history[-1].values())
 

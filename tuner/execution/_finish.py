@@ -9,6 +9,7 @@ the Pareto front's), the model.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
@@ -78,10 +79,8 @@ def finish_study(session: Session, log_model: bool, views: bool,
         return result
     _log_summary(session, runs, summary, choice, final, test, signature)
     _log_artifacts(runs, study, space, chosen, record)
-    if views and not space.multi:
-        _log_views(runs, study)
-    if log_model:
-        result["model_uri"] = _log_model(runs, final)
+    result["model_uri"] = _log_views_and_model(runs, study, final, views and not space.multi,
+                                               log_model)
     return result
 
 
@@ -180,16 +179,34 @@ def _log_artifacts(runs: StudyRuns, study: optuna.Study, space: Space, chosen: F
     })
 
 
-def _log_views(runs: StudyRuns, study: optuna.Study) -> None:
-    """The interactive page only: the PNGs take seconds of matplotlib (`tuner report`)."""
+def _log_views_and_model(runs: StudyRuns, study: optuna.Study, final: FinalModel, views: bool,
+                         log_model: bool) -> str | None:
+    """The interactive views page (not the PNGs: seconds of matplotlib, `tuner report`) and the
+    model; their URI. Where a writer process logs the model (an export of seconds), this process
+    renders the page meanwhile (a second or two of plotly and fANOVA) instead of waiting."""
     from tuner.analysis import study_views  # plotting loads when a study ends
 
-    runs.tracker.log_artifacts(runs.parent, study_views(study, png=False), folder="views")
+    if not log_model or not runs.tracker.logs_models_elsewhere:
+        if views:
+            runs.tracker.log_artifacts(runs.parent, study_views(study, png=False),
+                                       folder="views")
+        return _log_model(runs, final) if log_model else None
+    with ThreadPoolExecutor(1, thread_name_prefix="tuner-model") as pool:
+        logging = pool.submit(log_models, runs.tracker, runs.parent, final.model, final.data)
+        pages = study_views(study, png=False) if views else {}
+        model_uri, scorer = logging.result()
+    runs.tracker.log_artifacts(runs.parent, pages, folder="views")
+    _tag_model(runs, model_uri, scorer)
+    return model_uri
 
 
 def _log_model(runs: StudyRuns, final: FinalModel) -> str:
     """The PyTorch model; for tables also a scorer of raw rows (pipeline + model)."""
     model_uri, scorer = log_models(runs.tracker, runs.parent, final.model, final.data)
+    _tag_model(runs, model_uri, scorer)
+    return model_uri
+
+
+def _tag_model(runs: StudyRuns, model_uri: str, scorer: str | None) -> None:
     runs.tracker.log_summary(runs.parent, {}, {"model_uri": model_uri,
                                                **({"scorer_uri": scorer} if scorer else {})})
-    return model_uri

@@ -89,6 +89,12 @@ class Tracker:
             getattr(self, "_background_base", 0.0)
         return self._writer.seconds + remote
 
+    @property
+    def logs_models_elsewhere(self) -> bool:
+        """Whether models are logged by the writer process: this process only waits for the
+        answer (and may do other work meanwhile, on another thread)."""
+        return self.remote is not None
+
     def _drain(self) -> None:
         self._writer.drain()
         if self.remote is not None and self._remote_pending:

@@ -25,10 +25,8 @@ from tuner.training._fit import (
     NonFiniteLoss,
     criterion,
     evaluate,
-    fit,
     predict,
     score,
-    train,
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
 from tuner.training._memory import ModelTooLarge, check_fits, training_bytes
@@ -42,6 +40,7 @@ from tuner.training._pack import (
     pack_key,
     pack_size,
 )
+from tuner.training._train import fit, train
 
 __all__ = [
     "DEVICES",

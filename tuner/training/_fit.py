@@ -1,26 +1,22 @@
-"""The training loop: tensors in memory, batches sliced from a per-epoch permutation.
-
-It knows nothing about Optuna or MLflow: it emits per-epoch events to callbacks, which may raise
-to stop training (pruning, interruption). Validation runs under `inference_mode` in large batches.
+"""What every training run shares: the callbacks' protocol and a run's result, early-stopping
+bookkeeping, the batch plan, the losses, and scoring a model's outputs (validation runs under
+`inference_mode` in large batches). The loop itself is the packed one (`_pack.py`); `fit`
+(`_train.py`) trains one trial as a pack of one.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from tuner.data import Dataset, Split, classification_metrics, regression_metrics
-from tuner.space import EarlyStopping, Loss, Space, TrialConfig, is_better
-from tuner.training._device import on_device
-from tuner.training._memory import check_fits
-from tuner.training._model import build_mlp, build_optimizer, build_scheduler
+from tuner.space import EarlyStopping, Loss, TrialConfig, is_better
 
 _EVAL_BATCH = 8192
 # Up to this size the rows are permuted once per epoch and batches are contiguous slices
@@ -102,107 +98,6 @@ def batch_plan(config: TrialConfig, n: int) -> tuple[int, int]:
     batch = max(1, min(config.batch_size, n))
     stop = n - 1 if config.batch_norm and n % batch == 1 and n > batch else n
     return batch, stop
-
-
-def fit(
-    config: TrialConfig,
-    data: Dataset,
-    *,
-    max_epochs: int,
-    early_stopping: EarlyStopping | None,
-    seed: int,
-    callbacks: Sequence[Callback] = (),
-    monitor: str | None = None,
-    monitor_direction: str = "maximize",
-    loss: Loss | None = None,
-    device: torch.device | str | None = None,
-) -> FitResult:
-    """Train one MLP. The returned model holds the best monitored epoch's weights when
-    early stopping restores them, else the last epoch's. Without validation rows (a final model
-    trained on train + validation) only `train_loss` is reported per epoch."""
-    device = torch.device(device or "cpu")
-    check_fits(config, data.n_features, data.n_outputs, batch_plan(config, len(data.train))[0],
-               device)
-    data = on_device(data, device)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_mlp(config, data.n_features, data.n_outputs).to(device)
-    optimizer = build_optimizer(config, list(model.parameters()))
-    scheduler, per_batch = build_scheduler(config, optimizer, max_epochs)
-    loss_fn = criterion(data, loss).to(device)
-    watch = Watch.of(data, early_stopping, monitor, monitor_direction)
-    x, y = data.train.x, data.train.y
-    n = len(data.train)
-    batch, stop = batch_plan(config, n)
-
-    permute = x.element_size() * x.numel() <= _PERMUTE_LIMIT_BYTES
-    steps = -(-stop // batch)
-    # Per-batch losses stay tensors until the epoch ends: no Python float per step.
-    sizes = torch.full((steps,), float(batch), device=device)
-    sizes[-1] = stop - (steps - 1) * batch
-
-    result = FitResult(model)
-    best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, max_epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        xs, ys = (x[order], y[order]) if permute else (x, y)
-        losses = []
-        for start in range(0, stop, batch):
-            if permute:
-                xb, yb = xs[start:start + batch], ys[start:start + batch]
-            else:
-                idx = order[start:start + batch]
-                xb, yb = x[idx], y[idx]
-            batch_loss = loss_fn(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
-            if per_batch and scheduler is not None:
-                scheduler.step()
-            losses.append(batch_loss.detach())
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        train_loss = float((torch.stack(losses) * sizes).sum()) / stop
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(epoch, train_loss)
-        metrics = {"train_loss": train_loss}
-        if len(data.val):
-            metrics.update(evaluate(model, data, data.val, prefix="val_", loss_fn=loss_fn))
-        result.history.append(metrics)
-        result.epochs_run = epoch
-        if watch.improved(epoch, metrics) and watch.keeps_best:
-            best_state = copy.deepcopy(model.state_dict())
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, metrics)
-        if watch.should_stop:
-            result.stopped_early = True
-            break
-    result.best_epoch = watch.best_epoch
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        result.best_epoch = result.epochs_run
-    return result
-
-
-_SPACE = object()  # `train`'s default early stopping: the space's own
-
-
-def train(space: Space, params: Mapping[str, Any], data: Dataset, seed: int, *,
-          max_epochs: int | None = None, early_stopping: Any = _SPACE,
-          callbacks: Sequence[Callback] = (), device: torch.device | str | None = None
-          ) -> FitResult:
-    """Train one configuration of `space` (its parameters and torch seed) on `data`: a trial,
-    the retraining of a trial kept by no process, a final model. The one place where a
-    configuration becomes a model, so the same parameters and seed give the same weights."""
-    return fit(TrialConfig.from_params(params), data,
-               max_epochs=max_epochs or space.training.max_epochs,
-               early_stopping=space.training.early_stopping if early_stopping is _SPACE
-               else early_stopping,
-               seed=seed, callbacks=callbacks, monitor=space.objective.key,
-               monitor_direction=space.objective.direction, loss=space.training.loss,
-               device=device)
 
 
 class _RegressionLoss(nn.Module):
