@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -19,7 +20,7 @@ from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study, metric_history, runs_of
 from tests.reference_loop import reference_fit
 from tuner import OptionError, RunOptions, TunerError, load_space, parse_space, run_study
-from tuner.data import load_dataset
+from tuner.data import Split, load_dataset
 from tuner.execution import Session, work
 from tuner.execution._pack import batch_sizes, packs_trials
 from tuner.search import TRIAL_BEST_EPOCH, open_storage, open_study, seeded_sampler
@@ -90,6 +91,30 @@ def test_a_trial_trained_in_a_pack_is_the_same_trial_trained_alone(digits, one_t
         assert kept.keys() == mine.keys()
         for key in kept:
             assert torch.allclose(kept[key], mine[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_trials_with_their_own_rows_and_epochs_train_as_alone(digits, one_thread) -> None:
+    """A re-evaluation's folds train as one pack: each trial on its own rows (here three
+    counts, so two trials' last batches end early) for its own epochs, as it trains alone."""
+    n = len(digits.train)
+    cuts = [(0, n - 3), (5, n), (40, n - 7)]
+    configs = [MIXED[0], MIXED[2], MIXED[3]]  # dropout, batch 32/128, schedules
+    epochs = [4, 2, 3]
+    own = [Split(digits.train.x[a:b], digits.train.y[a:b]) for a, b in cuts]
+    packed = fit_packed([PackedTrial(i, c, 30 + i, train=rows, epochs=e)
+                         for i, (c, rows, e) in enumerate(zip(configs, own, epochs,
+                                                              strict=True))],
+                        digits, micro=32, **_options(4, None))
+    for i, (config, rows, e) in enumerate(zip(configs, own, epochs, strict=True)):
+        alone = reference_fit(config, replace(digits, train=rows), seed=30 + i,
+                              **_options(e, None))
+        p = packed[i]
+        assert p.error is None and p.result is not None
+        assert p.result.epochs_run == e
+        _same_history(alone.history, p.result.history)
+        for key, value in alone.model.state_dict().items():
+            assert torch.allclose(value, p.result.model.state_dict()[key], rtol=1e-4,
+                                  atol=1e-5), key
 
 
 def test_fit_trains_one_trial_as_the_textbook_loop_does(digits, one_thread) -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,34 @@ def test_reevaluation_scores_the_top_trials_on_fresh_folds_and_records_the_optim
     data = load_dataset(space.data)
     assert sum(len(f.val) for f in folds) == len(data.train) + len(data.val) == 1437
     assert all(len(f.train) + len(f.val) == 1437 and len(f.test) == 0 for f in folds)
+
+
+def test_the_folds_of_a_reevaluation_score_what_each_fold_trained_alone_scores(
+        workdir: Path) -> None:
+    """Each configuration's folds train as one pack (4 folds of 1,437 rows: 1,077 or 1,078
+    rows each); every fold's model is the one the textbook loop trains on that fold alone."""
+    from tests.reference_loop import reference_fit
+    from tuner.execution._final import recipe_of
+    from tuner.execution._reevaluate import _seed
+    from tuner.space import TrialConfig
+    from tuner.training import predict
+
+    space = digits(workdir, "{top_k: 2, folds: 4}")
+    result = run_study(space, options(workdir, trials=3))
+    study = load_study(result.study, workdir / "study.journal")
+    folds = reshuffled_folds(space.data, 4, 0)
+    assert len({len(f.train) for f in folds}) == 2
+    for number, value in result.final["reevaluated"].items():
+        recipe = recipe_of(study.trials[int(number)], space)
+        scores = []
+        for i, fold in enumerate(folds):
+            blind = replace(fold, val=replace(fold.val, x=fold.val.x[:0], y=fold.val.y[:0]))
+            model = reference_fit(TrialConfig.from_params(recipe.params), blind,
+                                  max_epochs=recipe.epochs, early_stopping=None,
+                                  seed=_seed(recipe.seed, 0, i)).model
+            out = predict(model, fold.val.x)
+            scores.append(float((out.argmax(1) == fold.val.y).float().mean()))
+        assert value == pytest.approx(float(np.mean(scores)), abs=1e-6)  # < a row: 7e-4
 
 
 def test_how_the_final_model_is_chosen_may_change_on_a_finished_study(

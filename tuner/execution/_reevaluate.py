@@ -4,7 +4,8 @@ The best trial's value is the best of many noisy draws (a seed, a set of validat
 epoch that scored best on them), so it is optimistic. The `top_k` best trials are trained again
 on cross-validation folds of train + validation, reshuffled (other validation rows than the
 study's), each for the epochs its trial kept and scored after the last one: the way the final
-model is trained. The best mean wins; with `ensemble: N`, the average of the N best competes on
+model is trained (each configuration's folds as one pack: they share its shapes). The best
+mean wins; with `ensemble: N`, the average of the N best competes on
 the same folds. The test split is not looked at. The raw best's *optimism* is its validation
 value minus its re-evaluated score (the other way round for a minimised metric): how much of
 the best value was luck.
@@ -25,8 +26,19 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.data import Dataset, reshuffled_folds
 from tuner.errors import DataError
 from tuner.execution._final import Recipe, recipe_of
-from tuner.space import ReevaluationPlan, Space, is_better
-from tuner.training import NonFiniteLoss, average_outputs, criterion, predict, score, train
+from tuner.space import ReevaluationPlan, Space, TrialConfig, is_better
+from tuner.training import (
+    NonFiniteLoss,
+    PackedTrial,
+    average_outputs,
+    criterion,
+    fit_packed,
+    predict,
+    score,
+)
+
+# Folds larger than this train one at a time: a pack holds its folds' rows in one table.
+_PACKED_FOLDS_BYTES = 256 << 20
 
 
 @dataclass
@@ -95,34 +107,59 @@ def choose(space: Space, study: optuna.Study, best: FrozenTrial,
     direction = space.objective.direction
     trials = top_trials(study, plan.top_k, direction)
     try:
-        candidates = [_reevaluate(space, t, plan) for t in trials]
+        candidates = _reevaluate(space, trials, plan)
     except DataError as exc:  # folds cannot be made (a class too rare): keep the raw choice
         return replace(single, reason=f"{single.reason}; re-evaluation skipped: {exc}")
     return _decide(space, single, candidates, plan, time.perf_counter() - started)
 
 
-def _reevaluate(space: Space, trial: FrozenTrial, plan: ReevaluationPlan) -> Candidate:
-    recipe = recipe_of(trial, space)
-    candidate = Candidate(recipe, float(trial.value or 0.0))
-    for repeat in range(plan.repeats):
-        for i, fold in enumerate(reshuffled_folds(space.data, plan.folds, repeat)):
-            value, out = _fold_score(space, recipe, fold, _seed(recipe.seed, repeat, i))
-            candidate.scores.append(value)
-            candidate.outputs.append(out)
-    return candidate
+def _reevaluate(space: Space, trials: list[FrozenTrial],
+                plan: ReevaluationPlan) -> list[Candidate]:
+    """Each trial's recipe trained on every fold's training rows for its epochs, with no
+    per-epoch validation (nothing is chosen on it); each fold's validation rows scored."""
+    candidates = [Candidate(recipe_of(t, space), float(t.value or 0.0)) for t in trials]
+    folds = [fold for repeat in range(plan.repeats)
+             for fold in reshuffled_folds(space.data, plan.folds, repeat)]
+    for c in candidates:
+        c.scores, c.outputs = [math.nan] * len(folds), [None] * len(folds)
+    packs: dict[tuple[Any, ...], list[tuple[Candidate, int]]] = {}
+    for c in candidates:
+        for slot, fold in enumerate(folds):
+            packs.setdefault(_pack_of(c, slot, fold), []).append((c, slot))
+    for members in packs.values():
+        _train_folds(space, members, folds, plan.folds)
+    return candidates
 
 
-def _fold_score(space: Space, recipe: Recipe, fold: Dataset,
-                seed: int) -> tuple[float, torch.Tensor | None]:
-    """Train on the fold's training rows for the recipe's epochs; score its validation rows."""
-    blind = replace(fold, val=replace(fold.val, x=fold.val.x[:0], y=fold.val.y[:0]))
-    try:  # no per-epoch validation: nothing is chosen on it
-        model = train(space, recipe.params, blind, seed, max_epochs=recipe.epochs,
-                      early_stopping=None).model
-    except NonFiniteLoss:
-        return math.nan, None
-    out = predict(model, fold.val.x)
-    return _metric(space, fold, out), out
+def _pack_of(candidate: Candidate, slot: int, fold: Dataset) -> tuple[Any, ...]:
+    """What a configuration's folds must share to train as one pack: the pack's columns,
+    outputs and class weights; batch norm, the rows count; large folds train alone."""
+    config = TrialConfig.from_params(candidate.recipe.params)
+    alone = fold.train.x.numel() * fold.train.x.element_size() > _PACKED_FOLDS_BYTES
+    return (candidate.recipe.number, fold.n_features, fold.n_outputs, fold.class_weights,
+            len(fold.train) if config.batch_norm else 0, slot if alone else -1)
+
+
+def _train_folds(space: Space, members: list[tuple[Candidate, int]], folds: list[Dataset],
+                 per_repeat: int) -> None:
+    trials = [PackedTrial((c.recipe.number, slot), TrialConfig.from_params(c.recipe.params),
+                          _seed(c.recipe.seed, *divmod(slot, per_repeat)),
+                          train=folds[slot].train,
+                          epochs=c.recipe.epochs) for c, slot in members]
+    first = folds[members[0][1]]
+    blind = replace(first, val=replace(first.val, x=first.val.x[:0], y=first.val.y[:0]))
+    done = fit_packed(trials, blind, max_epochs=max(c.recipe.epochs for c, _ in members),
+                      early_stopping=None, monitor=space.objective.key,
+                      monitor_direction=space.objective.direction, loss=space.training.loss)
+    for (candidate, slot), finished in zip(members, done, strict=True):
+        if isinstance(finished.error, NonFiniteLoss):
+            continue
+        if finished.error is not None:
+            raise finished.error
+        assert finished.result is not None
+        out = predict(finished.result.model, folds[slot].val.x)
+        candidate.scores[slot] = _metric(space, folds[slot], out)
+        candidate.outputs[slot] = out
 
 
 def _metric(space: Space, fold: Dataset, out: torch.Tensor) -> float:

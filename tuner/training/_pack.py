@@ -12,6 +12,10 @@ epoch by epoch, and each trial's result means what it would mean trained alone b
 - Per-trial bookkeeping is `fit`'s: per-epoch metrics to its callbacks (which may raise to stop
   it: pruning, interruption), early stopping, the best epoch's weights, a non-finite loss that
   fails it alone. A finished trial leaves the pack at the end of the epoch; new trials join there.
+- A trial may bring its own training rows (a cross-validation fold's; same columns, any count)
+  and its own epoch budget: the folds of a re-evaluation train as one pack. A trial with fewer
+  rows than the longest sees its last batch end early: the rows past its end are masked out of
+  its loss, and it takes no step after its last batch.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tuner.data import Dataset
+from tuner.data import Dataset, Split
 from tuner.space import EarlyStopping, Loss, TrialConfig
 from tuner.training._device import on_device
 from tuner.training._fit import (
@@ -52,6 +56,8 @@ class PackedTrial:
     config: TrialConfig
     seed: int
     callbacks: Sequence[Callback] = ()
+    train: Split | None = None  # its own training rows (a fold's), else the pack's
+    epochs: int | None = None  # its own epoch budget (at most the pack's), else the pack's
 
 
 @dataclass
@@ -115,11 +121,14 @@ def pack_size(config: TrialConfig, n_features: int, n_outputs: int, rows: int,
 
 
 class _Member:
-    def __init__(self, trial: PackedTrial, data: Dataset, n_rows: int, device: torch.device,
-                 watch: Watch):
+    def __init__(self, trial: PackedTrial, data: Dataset, device: torch.device, watch: Watch,
+                 max_epochs: int):
         config = trial.config
         self.trial = trial
         self.config = config
+        own = trial.train
+        self.rows = data.train if own is None else Split(own.x.to(device), own.y.to(device))
+        self.max_epochs = min(trial.epochs or max_epochs, max_epochs)
         # As `fit`: the data order's generator, then the weights from the seeded global one,
         # whose state is then where `fit`'s dropout draws its masks.
         self.order_gen = torch.Generator().manual_seed(trial.seed)
@@ -130,7 +139,7 @@ class _Member:
             self.noise_gen.set_state(torch.get_rng_state())
         else:
             self.noise_gen = torch.Generator(device=device).manual_seed(trial.seed)
-        self.batch, _ = batch_plan(config, n_rows)
+        self.batch, self.stop = batch_plan(config, len(self.rows))
         self.lr = config.lr
         self.steps = 0  # optimizer steps taken (the per-batch schedule counts them)
         self.epoch = 0
@@ -184,9 +193,8 @@ class Pack:
 
     def add(self, trial: PackedTrial) -> None:
         """Join at the start of the next epoch."""
-        n = len(self.data.train)
         watch = Watch.of(self.data, self.early_stopping, self.monitor, self.direction)
-        self.joining.append(_Member(trial, self.data, n, self.device, watch))
+        self.joining.append(_Member(trial, self.data, self.device, watch, self.max_epochs))
 
     def _rebuild(self) -> None:
         states = [self.stack.take(k) for k in range(self.stack.k)] if self.stack else []
@@ -217,7 +225,7 @@ class Pack:
         leaving: set[int] = set()
         for k, member in enumerate(self.members):
             member.epoch += 1
-            member.next_epoch_lr(self.max_epochs)
+            member.next_epoch_lr(member.max_epochs)
             done = self._end_epoch(k, member, train_losses[k], val[k] if val else {})
             if done is not None:
                 finished.append(done)
@@ -250,7 +258,7 @@ class Pack:
         except Exception as exc:  # pruned, interrupted, ...: the caller decides
             return Finished(member.trial, None, exc, member.history)
         stopped = member.watch.should_stop
-        if not stopped and epoch < self.max_epochs:
+        if not stopped and epoch < member.max_epochs:
             return None
         state = member.best_state or self.stack.take(k)
         model = state.load_into(member.config, self.data.n_features, self.data.n_outputs,
@@ -262,50 +270,61 @@ class Pack:
 
     def _train_epoch(self, stack: Stack) -> list[float]:
         members = self.members
-        x, y = self.data.train.x, self.data.train.y
-        n = len(self.data.train)
-        _, stop = batch_plan(members[0].config, n)
+        x, y, offsets = self._rows()
+        stops = [m.stop for m in members]
+        stop = max(stops)
+        ragged = min(stops) != stop
+        if ragged and any(m.config.batch_norm for m in members):
+            raise ValueError("batch norm trials of one pack need as many training rows each")
         # The largest micro-batch that divides every member's batch: a pack left with trials of
         # one batch size (often one trial) steps by whole batches, as alone.
-        micro = math.gcd(*(m.batch if m.batch < stop else stop for m in members))
+        micro = math.gcd(*(m.batch if m.batch < m.stop else m.stop for m in members))
         if self.micro is not None and micro % self.micro:
             micro = self.micro
         ticks = -(-stop // micro)
+        last_tick = [-(-s // micro) - 1 for s in stops]  # each member's last batch ends there
         # A batch of `m` micro-batches (the last batch may be shorter); the tail ends it.
-        per_batch = [max(1, -(-min(m.batch, stop) // micro)) for m in members]
-        orders = torch.stack([torch.randperm(n, generator=m.order_gen) for m in members])
-        orders = orders.to(self.device)
-        permute = len(members) * x.element_size() * x.numel() <= _PERMUTE_LIMIT_BYTES
+        per_batch = [max(1, -(-min(m.batch, m.stop) // micro)) for m in members]
+        orders = torch.stack([self._order(m, offset, stop) for m, offset in zip(
+            members, offsets, strict=True)]).to(self.device)
+        permute = len(members) * stop * x[:1].numel() * x.element_size() <= _PERMUTE_LIMIT_BYTES
         xs, ys = (x[orders], y[orders]) if permute else (x, y)
         dropout = [k for k, m in enumerate(members) if m.config.dropout > 0]
         masks = [m.expand(-1, micro, -1).clone() for m in stack.unit_masks] \
             if dropout or stack.mask_units else []
-        uniform = all(m == 1 for m in per_batch)
+        uniform = all(m == 1 for m in per_batch) and not ragged
         sizes = torch.zeros((ticks, len(members)), device=self.device)
         denominators = [1.0] * len(members)
         contributions = []
         for t in range(ticks):
             start, end = t * micro, min(t * micro + micro, stop)
             rows = end - start
+            valid = [max(0, min(end, s) - start) for s in stops]
             if permute:
                 xb, yb = xs[:, start:end], ys[:, start:end]
             else:
                 idx = orders[:, start:end]
                 xb, yb = x[idx], y[idx]
             for k, m in enumerate(members):
-                if t % per_batch[k] == 0:  # a batch starts
+                if t % per_batch[k] == 0 and t <= last_tick[k]:  # a batch starts
                     first = t * micro
-                    last = min(first + per_batch[k] * micro, stop)
+                    last = min(first + per_batch[k] * micro, stops[k])
                     sizes[t:t + per_batch[k], k] = float(last - first)
                     if not uniform or self.weights is not None:
-                        denominators[k] = self._denominator(orders[k, first:last], last - first)
+                        denominators[k] = self._denominator(y, orders[k, first:last],
+                                                            last - first)
                     if k in dropout and per_batch[k] > 1:
                         m.noise = self._noise(m, last - first)
             for k in dropout:
-                self._mask(members[k], k, masks, rows, t * micro % (per_batch[k] * micro),
-                           per_batch[k] > 1)
+                if valid[k]:
+                    self._mask(members[k], k, masks, valid[k],
+                               t * micro % (per_batch[k] * micro), per_batch[k] > 1)
             out = stack.forward(xb, [mask[:, :rows] for mask in masks])
             per_row = self.row_loss(out, yb)
+            if ragged:  # rows past a member's end are not its rows
+                past = torch.arange(rows, device=self.device) >= torch.tensor(
+                    valid, device=self.device)[:, None]
+                per_row = per_row.masked_fill(past, 0.0)
             if uniform and self.weights is None:
                 contribution = per_row.sum(dim=1) / rows
             else:
@@ -313,20 +332,43 @@ class Pack:
                                                                  device=self.device)
             contribution.sum().backward()
             contributions.append(contribution.detach())
-            stepping = [k for k in range(len(members))
-                        if (t + 1) % per_batch[k] == 0 or t == ticks - 1]
+            stepping = [k for k in range(len(members)) if t <= last_tick[k] and (
+                (t + 1) % per_batch[k] == 0 or t == last_tick[k])]
             for k in stepping:
                 stack.step(k, members[k].lr, first=members[k].steps == 0)
                 members[k].after_step()
             stack.zero_grad(None if len(stepping) == len(members) else stepping)
-        losses = (torch.stack(contributions) * sizes).sum(dim=0) / stop
+        losses = (torch.stack(contributions) * sizes).sum(dim=0) / torch.tensor(
+            stops, dtype=torch.float32, device=self.device)
         return [float(v) for v in losses.tolist()]
 
-    def _denominator(self, rows: torch.Tensor, count: int) -> float:
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The members' training rows as one table (x, y) and where each member's start."""
+        blocks: dict[int, int] = {}  # id of a member's rows -> where they start
+        parts: list[Split] = []
+        for m in self.members:
+            if id(m.rows) not in blocks:
+                blocks[id(m.rows)] = sum(len(p) for p in parts)
+                parts.append(m.rows)
+        offsets = [blocks[id(m.rows)] for m in self.members]
+        if len(parts) == 1:
+            return parts[0].x, parts[0].y, offsets
+        return torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), offsets
+
+    @staticmethod
+    def _order(member: _Member, offset: int, length: int) -> torch.Tensor:
+        """The member's rows in this epoch's order (its own generator's permutation, as alone),
+        padded to `length` with its first row (masked out of its loss)."""
+        order = torch.randperm(len(member.rows), generator=member.order_gen) + offset
+        if len(order) < length:
+            order = torch.cat([order, torch.full((length - len(order),), offset)])
+        return order[:length] if len(order) > length else order
+
+    def _denominator(self, y: torch.Tensor, rows: torch.Tensor, count: int) -> float:
         """What a batch's loss is divided by: its rows, or its rows' class weights."""
         if self.weights is None:
             return float(count)
-        return float(self.weights[self.data.train.y[rows]].sum())
+        return float(self.weights[y[rows]].sum())
 
     def _noise(self, member: _Member, rows: int) -> list[torch.Tensor]:
         """A whole batch's dropout noise per layer, drawn as `fit`'s dropout draws it."""
