@@ -176,3 +176,20 @@ def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process
         tracking_uri=tracking_uri, out=str(workdir / "out"), log_model=False, views=False,
         threads=1))
     assert len(result.studies) == 2 and len(result.trials) == 2
+
+
+def test_the_writers_warm_up_saves_a_model_as_the_study_logs_it(tmp_path: Path) -> None:
+    """The writer process warms up by saving a tiny model through the same options as the
+    study's model (pt2, signature, requirements): that model loads and predicts as saved."""
+    import mlflow.pytorch
+    import numpy as np
+
+    from tuner.tracking._model_io import save_torch_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    example = np.arange(6, dtype=np.float32).reshape(2, 3)
+    save_torch_model(str(tmp_path / "model"), model, example)
+    loaded = mlflow.pytorch.load_model(str(tmp_path / "model"))
+    with torch.inference_mode():
+        assert torch.allclose(loaded(torch.as_tensor(example)), model(torch.as_tensor(example)))
+    assert "torch==" in (tmp_path / "model" / "requirements.txt").read_text()

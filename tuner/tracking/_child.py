@@ -85,14 +85,20 @@ def _reply(replies: Connection, item: tuple[Any, ...]) -> None:
 
 
 def _warm_up() -> None:
-    """Import what logging a model needs and export a tiny model once: torch.export loads
-    torch._dynamo and builds its caches on first use (seconds)."""
+    """Save a tiny model the way the study's model will be logged, into a folder that is then
+    deleted: the first save loads torch._dynamo and torch.export's caches, and MLflow maps
+    every installed package to its modules to check the requirements (seconds each)."""
     try:
-        import mlflow.pytorch  # noqa: F401
-        import torch
-        import torch._dynamo
-        from mlflow.models import infer_signature  # noqa: F401
+        import tempfile
 
-        torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),))
+        import numpy as np
+        import torch
+
+        from tuner.tracking._model_io import save_torch_model
+
+        model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2),
+                                    torch.nn.Softmax(dim=1))
+        with tempfile.TemporaryDirectory(prefix="tuner-warm-up-") as folder:
+            save_torch_model(f"{folder}/model", model, np.zeros((2, 2), dtype=np.float32))
     except Exception:
         pass

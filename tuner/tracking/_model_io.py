@@ -16,23 +16,37 @@ import mlflow
 def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example: Any) -> str:
     """Log a torch model (PyTorch flavour, signature inferred from the example); its URI."""
     import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
 
-    with torch.inference_mode():
-        output = model(torch.as_tensor(input_example)).numpy()
-    signature = infer_signature(input_example, output)
     with _at(tracking_uri):
         # Made here, in the run's experiment: MLflow would put it in the process's current
         # experiment ("Default" in the writer process, the caller's own in a notebook).
         client = mlflow.MlflowClient(tracking_uri)
         logged = client.create_logged_model(client.get_run(run_id).info.experiment_id,
                                             name="model", source_run_id=run_id)
-        info = mlflow.pytorch.log_model(
-            model, name="model", signature=signature, input_example=input_example,
-            serialization_format="pt2", run_id=run_id, model_id=logged.model_id,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = mlflow.pytorch.log_model(model, name="model", run_id=run_id,
+                                        model_id=logged.model_id,
+                                        **_torch_flavour(model, input_example))
     return str(info.model_uri)
+
+
+def save_torch_model(path: str, model: Any, input_example: Any) -> None:
+    """Save a torch model to a folder as `log_torch_model_at` logs it (the writer's warm-up)."""
+    import mlflow.pytorch
+
+    mlflow.pytorch.save_model(model, path, **_torch_flavour(model, input_example))
+
+
+def _torch_flavour(model: Any, input_example: Any) -> dict[str, Any]:
+    """The PyTorch flavour's options: pt2 (torch.export; no pickle), the signature inferred
+    from the example, the requirements given (MLflow infers nothing)."""
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.inference_mode():
+        output = model(torch.as_tensor(input_example)).numpy()
+    return {"signature": infer_signature(input_example, output), "input_example": input_example,
+            "serialization_format": "pt2",
+            "pip_requirements": [f"torch=={torch.__version__.split('+')[0]}"]}
 
 
 def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: Any, rows: Any,

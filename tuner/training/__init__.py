@@ -36,10 +36,8 @@ from tuner.training._pack import (
     Pack,
     PackedTrial,
     fit_packed,
-    micro_batch,
-    pack_key,
-    pack_size,
 )
+from tuner.training._pack_plan import micro_batch, pack_key, pack_size
 from tuner.training._train import fit, train
 
 __all__ = [

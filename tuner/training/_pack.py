@@ -20,7 +20,6 @@ epoch by epoch, and each trial's result means what it would mean trained alone b
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,10 +41,7 @@ from tuner.training._fit import (
     row_losses,
     score,
 )
-from tuner.training._memory import training_budget, training_bytes
 from tuner.training._stack import SlotState, Stack, order_slots
-
-_MIN_MICRO = 8  # below this, micro-batches cost more steps than packing saves
 
 
 @dataclass
@@ -69,55 +65,6 @@ class Finished:
     result: FitResult | None
     error: Exception | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def pack_key(config: TrialConfig, n_rows: int, micro: int | None) -> tuple[Any, ...]:
-    """What trials must share to train in one pack: depth, batch norm, the micro-batch (their
-    batch size itself where micro-batches do not apply), and each layer's width to within a
-    factor of two (every layer is as wide as the pack's widest: padding costs arithmetic)."""
-    batch = max(1, min(config.batch_size, n_rows))
-    widths = tuple((units - 1).bit_length() for units in config.units)
-    if micro is not None and micro >= _MIN_MICRO and not config.batch_norm and (
-            batch % micro == 0 or batch == n_rows):
-        return (len(config.units), False, "micro", micro, widths)
-    return (len(config.units), config.batch_norm, "batch", batch, widths)
-
-
-def micro_batch(batch_sizes: Sequence[int]) -> int | None:
-    """The largest micro-batch that divides every batch size a space can ask for."""
-    sizes = [int(b) for b in batch_sizes]
-    if not sizes:
-        return None
-    micro = math.gcd(*sizes)
-    return micro if micro >= _MIN_MICRO else None
-
-
-# Work per training step that makes a step of a stacked model worth its fixed cost: about 2-4 ms
-# of one CPU core (compute then dominates dispatch); on a GPU, far more.
-_TARGET_FLOPS = {"cpu": 1e8, "cuda": 4e9}
-_MAX_PACK = {"cpu": 32, "cuda": 256}
-
-
-def pack_size(config: TrialConfig, n_features: int, n_outputs: int, rows: int,
-              device: torch.device | str, budget: int | None = None) -> int:
-    """How many trials like `config` to train at once on `device`: enough that a step's
-    arithmetic outweighs its fixed cost, at most 32 on a CPU (256 on a GPU, as its memory
-    allows); never more than a third of the study's `budget` (trials asked together are asked
-    before any of them is told, which a model-based sampler learns nothing from)."""
-    device = torch.device(device)
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    dims = [n_features, *config.units, n_outputs]
-    macs = sum(a * b for a, b in itertools.pairwise(dims))
-    size = int(_TARGET_FLOPS[kind] / max(1.0, 6.0 * rows * macs))
-    size = min(size, _MAX_PACK[kind])
-    if budget is not None:
-        size = min(size, -(-budget // 3))
-    size = max(2, size)
-    budget_bytes = training_budget(device)
-    if budget_bytes is not None:  # K trials take K times one's memory
-        per_trial = training_bytes(config, n_features, n_outputs, rows)
-        size = min(size, max(1, budget_bytes // max(1, per_trial)))
-    return size
 
 
 class _Member:
