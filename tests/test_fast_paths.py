@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -155,6 +156,10 @@ def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
         run.on_epoch_end(1, {"val_accuracy": 0.5})
         run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
         assert [m.value for m in metric_history(tracking_uri, run.run_id, "val_accuracy")] == [0.5]
+        # It has answered, so it runs: at a lower priority (background work must not take the
+        # training's core from another process).
+        assert os.getpriority(os.PRIO_PROCESS, early._process.pid) >= \
+            min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
     finally:
         tracker.close()
 

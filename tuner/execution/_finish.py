@@ -77,10 +77,26 @@ def finish_study(session: Session, log_model: bool, views: bool,
                               "test_model": final.description, "final": record}
     if runs is None:
         return result
-    _log_summary(session, runs, summary, choice, final, test, signature)
-    _log_artifacts(runs, study, space, chosen, record)
-    result["model_uri"] = _log_views_and_model(runs, study, final, views and not space.multi,
-                                               log_model)
+    views = views and not space.multi
+    if not log_model or not runs.tracker.logs_models_elsewhere:
+        _log_summary(session, runs, summary, choice, final, test, signature)
+        _log_artifacts(runs, study, space, chosen, record)
+        if views:
+            runs.tracker.log_artifacts(runs.parent, _views_page(study), folder="views")
+        result["model_uri"] = _log_model(runs, final) if log_model else None
+        return result
+    # The writer process logs the model (after the trial runs it still has to write): this
+    # process renders the views page meanwhile (a second or two of plotly and fANOVA) instead
+    # of waiting for it.
+    with ThreadPoolExecutor(1, thread_name_prefix="tuner-model") as pool:
+        logging = pool.submit(log_models, runs.tracker, runs.parent, final.model, final.data)
+        pages = _views_page(study) if views else {}
+        _log_summary(session, runs, summary, choice, final, test, signature)
+        _log_artifacts(runs, study, space, chosen, record)
+        runs.tracker.log_artifacts(runs.parent, pages, folder="views")
+        model_uri, scorer = logging.result()
+    _tag_model(runs, model_uri, scorer)
+    result["model_uri"] = model_uri
     return result
 
 
@@ -179,25 +195,11 @@ def _log_artifacts(runs: StudyRuns, study: optuna.Study, space: Space, chosen: F
     })
 
 
-def _log_views_and_model(runs: StudyRuns, study: optuna.Study, final: FinalModel, views: bool,
-                         log_model: bool) -> str | None:
-    """The interactive views page (not the PNGs: seconds of matplotlib, `tuner report`) and the
-    model; their URI. Where a writer process logs the model (an export of seconds), this process
-    renders the page meanwhile (a second or two of plotly and fANOVA) instead of waiting."""
+def _views_page(study: optuna.Study) -> dict[str, str | bytes]:
+    """The interactive views page only: the PNGs take seconds of matplotlib (`tuner report`)."""
     from tuner.analysis import study_views  # plotting loads when a study ends
 
-    if not log_model or not runs.tracker.logs_models_elsewhere:
-        if views:
-            runs.tracker.log_artifacts(runs.parent, study_views(study, png=False),
-                                       folder="views")
-        return _log_model(runs, final) if log_model else None
-    with ThreadPoolExecutor(1, thread_name_prefix="tuner-model") as pool:
-        logging = pool.submit(log_models, runs.tracker, runs.parent, final.model, final.data)
-        pages = study_views(study, png=False) if views else {}
-        model_uri, scorer = logging.result()
-    runs.tracker.log_artifacts(runs.parent, pages, folder="views")
-    _tag_model(runs, model_uri, scorer)
-    return model_uri
+    return study_views(study, png=False)
 
 
 def _log_model(runs: StudyRuns, final: FinalModel) -> str:

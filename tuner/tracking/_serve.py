@@ -1,7 +1,16 @@
 """`python -m tuner.tracking._serve READ_FD WRITE_FD TRACKING_URI warm|cold`: the MLflow
-writer process that `ProcessWriter` starts (see `tuner.tracking._child`)."""
+writer process that `ProcessWriter` starts (see `tuner.tracking._child`).
 
+It runs at a lower priority (nice 10) from its first line: its imports, warm-up and writes are
+background work, which must not take the training's core when another process has the spare one;
+when the study ends and waits for it, the study's core is free for it."""
+
+import os
 import sys
+
+if hasattr(os, "nice"):
+    os.nice(10)
+
 from multiprocessing.connection import Connection
 
 from tuner.tracking._child import serve
