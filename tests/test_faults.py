@@ -113,7 +113,7 @@ def test_a_lost_trial_is_retried_once_only(workdir: Path) -> None:
 
 def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resumes(
         workdir: Path, tracking_uri: str, redis_url: str) -> None:  # noqa: F811
-    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 3"),
+    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 8"),
                         "slow.yaml")
     proc = start(["run", str(space), "--workers", "2", "--trials", "4", "--storage", redis_url,
                   "--experiment", "sigterm", "--no-model", "--quiet", "--pack", "1"], workdir,
