@@ -10,13 +10,13 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from tuner.data import Dataset
 from tuner.space import EarlyStopping, Loss, TrialConfig
-from tuner.training import FitResult, build_mlp, build_optimizer, criterion, evaluate
+from tuner.training import FitResult, build_mlp, criterion, evaluate
 from tuner.training._device import on_device
 from tuner.training._fit import _PERMUTE_LIMIT_BYTES, Callback, NonFiniteLoss, Watch, batch_plan
-from tuner.training._model import build_scheduler
 
 
 def reference_fit(
@@ -98,3 +98,37 @@ def reference_fit(
     else:
         result.best_epoch = result.epochs_run
     return result
+
+
+def build_optimizer(config: TrialConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    # Fused kernels run the whole update in one call per step on the CPU (torch >= 2.4).
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum,
+            # Nesterov needs momentum; with momentum 0 it is plain SGD, so the flag is dropped.
+            nesterov=config.nesterov and config.momentum > 0,
+            weight_decay=config.weight_decay, fused=True,
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay, foreach=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def build_scheduler(
+    config: TrialConfig, optimizer: torch.optim.Optimizer, max_epochs: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
+    """The schedule and whether it steps per batch (True) or per epoch (False)."""
+    if config.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.0 - config.lr_decay), False
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs), False
+    if config.lr_schedule == "inverse_time":
+        # Keras' classic `decay`: lr / (1 + decay * iterations), applied every batch.
+        decay = config.lr_decay
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0 / (1.0 + decay * it)), True
+    return None, False

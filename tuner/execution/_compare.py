@@ -247,8 +247,8 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
 
 
 def _warm_up(data: Dataset, threads: int | None) -> None:
-    """Pay the process's one-time costs (torch loads parts of itself on the first optimizer
-    step: 2-3 s) before any study, so they do not count against the first strategy's time."""
+    """Pay the process's one-time costs of a first training step before any study, so they do
+    not count against the first strategy's time."""
     torch.set_num_threads(threads or 1)
     fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
         max_epochs=1, early_stopping=None, seed=0)

@@ -30,7 +30,7 @@ from tuner.training._fit import (
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
 from tuner.training._memory import ModelTooLarge, check_fits, training_bytes
-from tuner.training._model import RawRowScorer, ScoringModel, build_mlp, build_optimizer
+from tuner.training._model import RawRowScorer, ScoringModel, build_mlp
 from tuner.training._pack import (
     Finished,
     Pack,
@@ -57,7 +57,6 @@ __all__ = [
     "Trainer",
     "average_outputs",
     "build_mlp",
-    "build_optimizer",
     "check_fits",
     "criterion",
     "evaluate",
