@@ -38,7 +38,7 @@ from tuner.training import (
 )
 
 # Folds larger than this train one at a time: a pack holds its folds' rows in one table.
-_PACKED_FOLDS_BYTES = 256 << 20
+_PACKED_FOLDS_BYTES = 64 << 20
 
 
 @dataclass

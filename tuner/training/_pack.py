@@ -134,6 +134,8 @@ class Pack:
         self.members: list[_Member] = []
         self.joining: list[_Member] = []
         self.stack: Stack | None = None
+        # The training rows of members that bring their own, as one table: (the parts, x, y).
+        self._table: tuple[tuple[Split, ...], torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.members) + len(self.joining)
@@ -290,7 +292,8 @@ class Pack:
         return [float(v) for v in losses.tolist()]
 
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """The members' training rows as one table (x, y) and where each member's start."""
+        """The members' training rows as one table (x, y) and where each member's start (made
+        again only when the members change)."""
         blocks: dict[int, int] = {}  # id of a member's rows -> where they start
         parts: list[Split] = []
         for m in self.members:
@@ -300,7 +303,12 @@ class Pack:
         offsets = [blocks[id(m.rows)] for m in self.members]
         if len(parts) == 1:
             return parts[0].x, parts[0].y, offsets
-        return torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), offsets
+        held = self._table
+        if held is None or len(held[0]) != len(parts) or any(
+                a is not b for a, b in zip(held[0], parts, strict=False)):
+            held = (tuple(parts), torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+            self._table = held
+        return held[1], held[2], offsets
 
     @staticmethod
     def _order(member: _Member, offset: int, length: int) -> torch.Tensor:
