@@ -77,26 +77,23 @@ def finish_study(session: Session, log_model: bool, views: bool,
                               "test_model": final.description, "final": record}
     if runs is None:
         return result
-    views = views and not space.multi
-    if not log_model or not runs.tracker.logs_models_elsewhere:
-        _log_summary(session, runs, summary, choice, final, test, signature)
-        _log_artifacts(runs, study, space, chosen, record)
-        if views:
-            runs.tracker.log_artifacts(runs.parent, _views_page(study), folder="views")
-        result["model_uri"] = _log_model(runs, final) if log_model else None
-        return result
-    # The writer process logs the model (after the trial runs it still has to write): this
-    # process renders the views page meanwhile (a second or two of plotly and fANOVA) instead
-    # of waiting for it.
+    # Where the writer process logs the model (after the trial runs it still has to write),
+    # this process renders the views page meanwhile (a second or two of plotly and fANOVA)
+    # instead of waiting for it.
+    background = log_model and runs.tracker.logs_models_elsewhere
     with ThreadPoolExecutor(1, thread_name_prefix="tuner-model") as pool:
-        logging = pool.submit(log_models, runs.tracker, runs.parent, final.model, final.data)
-        pages = _views_page(study) if views else {}
+        logging = pool.submit(log_models, runs.tracker, runs.parent, final.model,
+                              final.data) if background else None
+        pages = _views_page(study) if views and not space.multi else {}
         _log_summary(session, runs, summary, choice, final, test, signature)
         _log_artifacts(runs, study, space, chosen, record)
         runs.tracker.log_artifacts(runs.parent, pages, folder="views")
-        model_uri, scorer = logging.result()
-    _tag_model(runs, model_uri, scorer)
-    result["model_uri"] = model_uri
+        if log_model:
+            model_uri, scorer = logging.result() if logging is not None else log_models(
+                runs.tracker, runs.parent, final.model, final.data)
+            runs.tracker.log_summary(runs.parent, {}, {
+                "model_uri": model_uri, **({"scorer_uri": scorer} if scorer else {})})
+            result["model_uri"] = model_uri
     return result
 
 
@@ -200,15 +197,3 @@ def _views_page(study: optuna.Study) -> dict[str, str | bytes]:
     from tuner.analysis import study_views  # plotting loads when a study ends
 
     return study_views(study, png=False)
-
-
-def _log_model(runs: StudyRuns, final: FinalModel) -> str:
-    """The PyTorch model; for tables also a scorer of raw rows (pipeline + model)."""
-    model_uri, scorer = log_models(runs.tracker, runs.parent, final.model, final.data)
-    _tag_model(runs, model_uri, scorer)
-    return model_uri
-
-
-def _tag_model(runs: StudyRuns, model_uri: str, scorer: str | None) -> None:
-    runs.tracker.log_summary(runs.parent, {}, {"model_uri": model_uri,
-                                               **({"scorer_uri": scorer} if scorer else {})})
