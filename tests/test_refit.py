@@ -181,6 +181,32 @@ def test_the_folds_of_a_reevaluation_score_what_each_fold_trained_alone_scores(
         assert value == pytest.approx(float(np.mean(scores)), abs=1e-6)  # < a row: 7e-4
 
 
+def test_folds_that_would_not_fit_in_memory_together_train_one_at_a_time(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.execution import _reevaluate
+
+    space = digits(workdir, "{top_k: 2, folds: 3}")
+    packed = run_study(space, options(workdir, trials=3)).final["reevaluated"]
+    sizes: list[int] = []
+    fit_packed = _reevaluate.fit_packed
+
+    def recording(trials: Any, data: Any, **kw: Any) -> Any:
+        sizes.append(len(trials))
+        return fit_packed(trials, data, **kw)
+
+    monkeypatch.setattr(_reevaluate, "fit_packed", recording)
+    study = load_study(f"{space.name}-random-seed0", workdir / "study.journal")
+    best = max(study.trials, key=lambda t: (t.value, -t.number))
+    plan = tuner.space.ReevaluationPlan(2, 3, 1, 0)
+    _reevaluate.choose(space, study, best, plan)
+    assert sizes and set(sizes) == {3}  # each configuration's 3 folds as one pack
+    sizes.clear()
+    monkeypatch.setattr(_reevaluate, "training_budget", lambda device: 1)  # nothing fits
+    alone = _reevaluate.choose(space, study, best, plan).reevaluated
+    assert sizes == [1] * 6
+    assert {str(k): v for k, v in alone.items()} == pytest.approx(packed, abs=1e-6)
+
+
 def test_how_the_final_model_is_chosen_may_change_on_a_finished_study(
         workdir: Path, tracking_uri: str) -> None:
     opts = options(workdir, tracking=True, tracking_uri=tracking_uri, experiment="refit-again")

@@ -35,6 +35,8 @@ from tuner.training import (
     fit_packed,
     predict,
     score,
+    training_budget,
+    training_bytes,
 )
 
 # Folds larger than this train one at a time: a pack holds its folds' rows in one table.
@@ -125,17 +127,22 @@ def _reevaluate(space: Space, trials: list[FrozenTrial],
     packs: dict[tuple[Any, ...], list[tuple[Candidate, int]]] = {}
     for c in candidates:
         for slot, fold in enumerate(folds):
-            packs.setdefault(_pack_of(c, slot, fold), []).append((c, slot))
+            packs.setdefault(_pack_of(c, slot, fold, len(folds)), []).append((c, slot))
     for members in packs.values():
         _train_folds(space, members, folds, plan.folds)
     return candidates
 
 
-def _pack_of(candidate: Candidate, slot: int, fold: Dataset) -> tuple[Any, ...]:
+def _pack_of(candidate: Candidate, slot: int, fold: Dataset, n_folds: int) -> tuple[Any, ...]:
     """What a configuration's folds must share to train as one pack: the pack's columns,
-    outputs and class weights; batch norm, the rows count; large folds train alone."""
+    outputs and class weights; batch norm, the rows count. Large folds, and models of which
+    `n_folds` would not fit in memory together, train alone."""
     config = TrialConfig.from_params(candidate.recipe.params)
-    alone = fold.train.x.numel() * fold.train.x.element_size() > _PACKED_FOLDS_BYTES
+    budget = training_budget("cpu")
+    together = n_folds * training_bytes(config, fold.n_features, fold.n_outputs,
+                                        min(config.batch_size, len(fold.train)))
+    alone = fold.train.x.numel() * fold.train.x.element_size() > _PACKED_FOLDS_BYTES or (
+        budget is not None and together > budget)
     return (candidate.recipe.number, fold.n_features, fold.n_outputs, fold.class_weights,
             len(fold.train) if config.batch_norm else 0, slot if alone else -1)
 

@@ -29,7 +29,7 @@ from tuner.training._fit import (
     score,
 )
 from tuner.training._measures import latency_ms_per_1k, parameter_count
-from tuner.training._memory import ModelTooLarge, check_fits, training_bytes
+from tuner.training._memory import ModelTooLarge, check_fits, training_budget, training_bytes
 from tuner.training._model import RawRowScorer, ScoringModel, build_mlp
 from tuner.training._pack import (
     Finished,
@@ -76,6 +76,7 @@ __all__ = [
     "resolve_device",
     "score",
     "train",
+    "training_budget",
     "training_bytes",
     "using",
 ]
