@@ -1,6 +1,6 @@
 """Training one configuration: `fit` trains one trial as a pack of one, so a trial trained alone
-and the same trial trained beside others run the same loop, and no process imports
-`torch.optim` (its first optimizer loads torch's compiler, 1-3 s, on the study's path);
+and the same trial trained beside others run the same loop, and training builds no `torch.optim`
+optimizer (the first one loads torch's compiler: 1-3 s on the study's path);
 `train` is the one place where a configuration of a space becomes a model.
 """
 
