@@ -125,25 +125,27 @@ def _reevaluate(space: Space, trials: list[FrozenTrial],
     for c in candidates:
         c.scores, c.outputs = [math.nan] * len(folds), [None] * len(folds)
     packs: dict[tuple[Any, ...], list[tuple[Candidate, int]]] = {}
+    budget = training_budget("cpu")
     for c in candidates:
+        config = TrialConfig.from_params(c.recipe.params)
         for slot, fold in enumerate(folds):
-            packs.setdefault(_pack_of(c, slot, fold, len(folds)), []).append((c, slot))
+            key = _pack_of(c.recipe.number, config, slot, fold, len(folds), budget)
+            packs.setdefault(key, []).append((c, slot))
     for members in packs.values():
         _train_folds(space, members, folds, plan.folds)
     return candidates
 
 
-def _pack_of(candidate: Candidate, slot: int, fold: Dataset, n_folds: int) -> tuple[Any, ...]:
-    """What a configuration's folds must share to train as one pack: the pack's columns,
+def _pack_of(number: int, config: TrialConfig, slot: int, fold: Dataset, n_folds: int,
+             budget: int | None) -> tuple[Any, ...]:
+    """What trial `number`'s folds must share to train as one pack: the pack's columns,
     outputs and class weights; batch norm, the rows count. Large folds, and models of which
-    `n_folds` would not fit in memory together, train alone."""
-    config = TrialConfig.from_params(candidate.recipe.params)
-    budget = training_budget("cpu")
+    `n_folds` would not fit in `budget` bytes together, train alone."""
     together = n_folds * training_bytes(config, fold.n_features, fold.n_outputs,
                                         min(config.batch_size, len(fold.train)))
     alone = fold.train.x.numel() * fold.train.x.element_size() > _PACKED_FOLDS_BYTES or (
         budget is not None and together > budget)
-    return (candidate.recipe.number, fold.n_features, fold.n_outputs, fold.class_weights,
+    return (number, fold.n_features, fold.n_outputs, fold.class_weights,
             len(fold.train) if config.batch_norm else 0, slot if alone else -1)
 
 
