@@ -32,7 +32,7 @@ data: {source: digits}
 training:
   max_epochs: 40
   early_stopping: false
-study: {strategy: random, trials: 3, pruner: none}
+study: {strategy: random, trials: 3, pruner: none, final: {top_k: 0}}  # no re-evaluation
 params:
   n_layers: 3
   units: 256

@@ -11,12 +11,14 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+import tuner
 from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
 from tests.services import (  # noqa: F401  (pg_database and redis_url are fixtures)
@@ -53,13 +55,13 @@ def start(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
 
 def test_a_run_killed_on_postgresql_is_recovered_by_the_next_run(
         workdir: Path, tracking_uri: str, pg_database: str) -> None:  # noqa: F811
-    # Long enough (about 3 s) to be found training before the kill.
-    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 12"),
+    # Long enough (about 3 s on a 2.8 GHz core) to be found training before the kill.
+    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 30"),
                         "slow.yaml")
     url = pg_url(pg_database)
     args = ["run", str(space), "--storage", url, "--trials", "1", "--heartbeat-timeout", "2",
-            "--experiment", "kill-pg", "--no-model", "--json", "--quiet", "--threads", "1",
-            "--pack", "1"]
+            "--experiment", "kill-pg", "--no-model", "--no-refit", "--json", "--quiet",
+            "--threads", "1", "--pack", "1"]
     proc = start(args, workdir, tracking_uri)
     victim = training_trial(url, "slowfault-random-seed0")
     proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING in the database
@@ -113,7 +115,7 @@ def test_a_lost_trial_is_retried_once_only(workdir: Path) -> None:
 
 def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resumes(
         workdir: Path, tracking_uri: str, redis_url: str) -> None:  # noqa: F811
-    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 8"),
+    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 20"),
                         "slow.yaml")
     proc = start(["run", str(space), "--workers", "2", "--trials", "4", "--storage", redis_url,
                   "--experiment", "sigterm", "--no-model", "--quiet", "--pack", "1"], workdir,
@@ -149,31 +151,50 @@ def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resume
         assert retry.state == TrialState.COMPLETE and retry.params == old.params
 
 
+OUTAGE_SPACE = """\
+name: outage
+model: custom
+objective: {metric: score, direction: maximize}
+training: {max_epochs: 3}
+study: {strategy: random, trials: 8, seed: 0, pruner: none}
+params:
+  x: {type: float, low: 0.0, high: 1.0}
+"""
+
+
 def test_postgresql_connections_killed_and_refused_for_seconds_are_waited_for(
         workdir: Path, tracking_uri: str, pg_database: str,  # noqa: F811
         caplog: pytest.LogCaptureFixture) -> None:
-    space = load_space(write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 6")))
     url = pg_url(pg_database)
     outage_done = threading.Event()
+    calls: list[int] = []
 
-    def outage() -> None:
-        wait_for(lambda: pg_trials(pg_database, "COMPLETE") >= 1, 120, "a first trial")
-        allow_connections(pg_database, False)  # the database goes away...
-        drop_connections(pg_database)
-        time.sleep(3)
+    def restore() -> None:
         allow_connections(pg_database, True)  # ...and comes back
         drop_connections(pg_database)  # the pool's connections are all dead now
         outage_done.set()
 
-    thread = threading.Thread(target=outage, daemon=True)
-    thread.start()
+    def trainer(params: Any, reporter: Any) -> None:
+        # The outage starts inside the third trial, so the study's next storage calls (this
+        # trial's reports and result, the trials after it) certainly meet it: a study of tiny
+        # trials can otherwise end before a watcher thread notices its first trial.
+        calls.append(1)
+        if len(calls) == 3:
+            allow_connections(pg_database, False)  # the database goes away...
+            drop_connections(pg_database)
+            threading.Timer(3, restore).start()
+        for epoch in range(1, reporter.max_epochs + 1):
+            reporter.report(epoch, {"val_score": params["x"] * epoch})
+        return
+
+    space = tuner.parse_space(OUTAGE_SPACE)
     result = run_study(space, RunOptions(storage=url, trials=8, tracking_uri=tracking_uri,
-                                         experiment="pg-outage", log_model=False,
-                                         progress=False, views=False, threads=1))
-    thread.join(timeout=60)
-    assert outage_done.is_set()
+                                         experiment="pg-outage", progress=False, views=False,
+                                         threads=1), objective=trainer)
+    assert outage_done.wait(timeout=60)
     assert (result.n_complete, result.n_failed) == (8, 0)
-    study = open_study(url, "tiny-random-seed0")
+    study = open_study(url, "outage-random-seed0")
+    assert len(study.trials) == 8
     assert all(t.state == TrialState.COMPLETE and t.value is not None for t in study.trials)
     assert "unreachable" in caplog.text and "postgres:***@" in caplog.text
     assert PASSWORD not in caplog.text

@@ -29,8 +29,8 @@ def test_two_workers_run_a_grid_exactly_once_even_when_one_is_killed_mid_trial(
     """Two worker processes on the journal file share a grid; one is SIGKILLed in the middle of
     a trial: its trial is failed after the heartbeat timeout and retried once, with the same
     point, by the other; every point ends COMPLETE exactly once; a rerun adds nothing."""
-    # 12 epochs: a trial trains for seconds, long enough to be seen training and killed.
-    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 12")
+    # 30 epochs: a trial trains for about 3 s, long enough to be seen training and killed.
+    space = write_space(workdir, SLOW_SPACE.replace("max_epochs: 40", "max_epochs: 30")
                         .replace("strategy: random", "strategy: grid"), "slow.yaml")
     journal = str(workdir / "study.journal")
     proc = subprocess.Popen(
