@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from tuner import _collector as collector
 from tuner.cli._study import browse_hint, report_outcome
 from tuner.cli._worker import add_device_flags, device_options
 from tuner.errors import OptionError, TunerError, is_plain_name
@@ -71,6 +72,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    collector.pause()  # until the first study starts its trials (see tuner._collector)
+    try:
+        return _compare(args)
+    finally:
+        collector.resume()
+
+
+def _compare(args: argparse.Namespace) -> int:
     space = load_space(args.space)  # before the heavy imports: a bad file fails in a second
     from tuner.execution import CompareOptions, run_comparison
 

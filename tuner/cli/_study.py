@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from tuner import _collector as collector
 from tuner.cli._worker import add_device_flags, add_run_flags, device_options, run_options
 from tuner.errors import TunerError
 from tuner.space import GRID_LIMIT, PRUNERS, STRATEGIES, load_space
@@ -92,6 +93,14 @@ _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    collector.pause()  # until the study starts its trials (see tuner._collector)
+    try:
+        return _run(args)
+    finally:
+        collector.resume()
+
+
+def _run(args: argparse.Namespace) -> int:
     # The space and the flags are checked before the heavy imports: bad input fails at once.
     space = load_space(args.space)
     if (args.strategy or space.study.strategy) == "grid":  # counted: a second, not the OOM killer

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from optuna.trial import TrialState
 
+from tuner import _collector as collector
 from tuner.data import load_dataset
 from tuner.errors import check_name
 from tuner.execution._dask import run_on_dask
@@ -103,6 +104,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         session = Session(space, handle, data, seed, strategy, target, pruner.name != "none",
                           runs, options.heartbeat_timeout, rules, pack=options.pack,
                           device=str(device))
+        collector.resume()  # the imports are made (where `tuner run` paused the collector)
         interrupted, final = _drive(session, options, threads, notes)
         return study_result(session, started, interrupted, describe(options.storage), final, notes,
                             tracker)

@@ -16,6 +16,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from tuner import _collector as collector
 from tuner.tracking._client import client_for, create_run, write_run
 from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
 
@@ -36,6 +37,8 @@ def serve(tracking_uri: str, requests: Connection, replies: Connection,
     warming = threading.Thread(target=_warm_up, name="tuner-warm-up", daemon=True)
     if warm_up:  # a model will be logged: import what that needs while the trials train
         warming.start()
+    else:
+        collector.resume()
     while True:
         try:
             request = pickle.loads(requests.recv_bytes())
@@ -102,3 +105,5 @@ def _warm_up() -> None:
             save_torch_model(f"{folder}/model", model, np.zeros((2, 2), dtype=np.float32))
     except Exception:
         pass
+    finally:
+        collector.resume()

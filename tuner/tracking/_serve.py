@@ -11,9 +11,13 @@ import sys
 if hasattr(os, "nice"):
     os.nice(10)
 
-from multiprocessing.connection import Connection
+from tuner import _collector as collector
 
-from tuner.tracking._child import serve
+collector.pause()  # until its imports and warm-up are made (see tuner._collector)
+
+from multiprocessing.connection import Connection  # noqa: E402
+
+from tuner.tracking._child import serve  # noqa: E402
 
 if __name__ == "__main__":
     serve(sys.argv[3], Connection(int(sys.argv[1]), writable=False),

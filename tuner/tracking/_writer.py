@@ -224,13 +224,31 @@ def take(tracking_uri: str, experiment: str, warm_up: bool) -> ProcessWriter:
 
 
 def spare_core(threads: int) -> bool:
-    """Whether a core is left beside a process's torch threads and the machine's other work
-    (its load over the last minute, the calling process not counted): then a writer process
-    takes MLflow's work off that process's interpreter lock; without one, it would take the
-    training's CPU instead, and a thread writes."""
-    cores = os.cpu_count() or 1
+    """Whether a core is left beside a process's torch threads and the machine's other work:
+    then a writer process takes MLflow's work off that process's interpreter lock; without one,
+    it would take the training's CPU instead, and a thread writes."""
+    return (os.cpu_count() or 1) - threads - others_running() >= 0.5
+
+
+def others_running(samples: int = 10) -> float:
+    """How many other tasks are running on the machine now, as the fewest runnable tasks the
+    kernel counts over `samples` milliseconds, less the caller (Linux's /proc/stat); elsewhere,
+    the load average less one. Not the load average on Linux: it remembers the last minute,
+    so right after a study (the one before in a script, say) it reports a busy core that is
+    idle."""
     try:
-        others = max(0.0, os.getloadavg()[0] - 1.0)
+        fewest = None
+        for sample in range(samples):
+            if sample:
+                time.sleep(0.001)
+            with open("/proc/stat", "rb") as stat:
+                running = next(int(line.split()[1]) for line in stat
+                               if line.startswith(b"procs_running"))
+            fewest = running if fewest is None else min(fewest, running)
+        return max(0.0, float(fewest or 1) - 1.0)
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
     except OSError:  # no load average on this platform
-        others = 0.0
-    return cores - threads - others >= 0.5
+        return 0.0

@@ -1,0 +1,119 @@
+"""What a command pays around its trials: the garbage collector paused while `tuner run` imports,
+a model unpickled without the training stack, the writer process only where a core is idle."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY_SPACE, write_space
+from tuner import _collector
+from tuner.cli import main
+from tuner.errors import TunerError
+
+
+@pytest.fixture
+def restored_collector() -> Any:
+    """Each test leaves the collector as it found it (on, nothing frozen by it)."""
+    yield
+    _collector.resume()
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_resume_does_nothing_unless_pause_paused_the_collector(restored_collector: Any) -> None:
+    gc.unfreeze()
+    _collector.resume()  # a library caller's collector: left alone
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()  # the caller's own choice is kept, too
+    _collector.pause()
+    _collector.resume()
+    assert not gc.isenabled() and gc.get_freeze_count() == 0
+    gc.enable()
+    _collector.pause()
+    assert not gc.isenabled() and _collector.paused()
+    _collector.resume()
+    assert gc.isenabled() and gc.get_freeze_count() > 0 and not _collector.paused()
+
+
+def test_tuner_run_imports_without_the_collector_and_trains_with_it(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, restored_collector: Any) -> None:
+    from tuner.execution import _run
+
+    seen: dict[str, Any] = {}
+    load, drive = _run.load_dataset, _run._drive
+
+    def loading(*args: Any, **kwargs: Any) -> Any:
+        seen["setup"] = gc.isenabled()
+        return load(*args, **kwargs)
+
+    def driving(*args: Any, **kwargs: Any) -> Any:
+        seen["trials"] = (gc.isenabled(), gc.get_freeze_count() > 0)
+        return drive(*args, **kwargs)
+
+    monkeypatch.setattr(_run, "load_dataset", loading)
+    monkeypatch.setattr(_run, "_drive", driving)
+    gc.unfreeze()
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
+    assert main(["run", str(space), "--trials", "1", "--no-tracking", "--quiet", "--threads",
+                 "1"]) == 0
+    assert seen == {"setup": False, "trials": (True, True)}
+    assert gc.isenabled()
+
+    def bad_data(*args: Any, **kwargs: Any) -> Any:
+        assert not gc.isenabled()
+        raise TunerError("data: no such file")
+
+    monkeypatch.setattr(_run, "load_dataset", bad_data)  # a run that fails before its trials
+    assert main(["run", str(space), "--no-tracking", "--quiet"]) == 2
+    assert gc.isenabled() and not _collector.paused()
+
+
+def test_a_logged_model_unpickles_without_the_training_loop_or_scikit_learn(
+        tmp_path: Path) -> None:
+    """The writer process unpickles the study's final model to log it: that must import the
+    model's classes only, not the training stack (scikit-learn alone is a second or more)."""
+    from tuner.space import TrialConfig
+    from tuner.training import Ensemble, ScoringModel, build_mlp
+
+    config = TrialConfig.from_params({"n_layers": 1, "units": 8, "activation": "relu"})
+    members = [build_mlp(config, 4, 3) for _ in range(2)]
+    model = ScoringModel(Ensemble(members, "classification"), np.zeros(4), np.ones(4),
+                         "classification")
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(model))
+    code = ("import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "print(sorted(m for m in sys.modules if m.startswith(('sklearn', 'tuner.data', "
+            "'tuner.training._train', 'tuner.training._pack', 'mlflow'))))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_busy_machine_has_no_spare_core_for_the_writer_process() -> None:
+    """Whether `tuner run` starts a writer process is decided on the tasks running now, not
+    on the load average (which, just after a study, remembers that study's own load)."""
+    from tuner.tracking._writer import others_running, spare_core
+
+    cores = os.cpu_count() or 1
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(max(1, cores - 1))]
+    try:
+        time.sleep(0.5)
+        assert others_running() >= len(spinners)
+        assert not spare_core(1)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
