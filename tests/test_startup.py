@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY_SPACE, write_space
+from tests.helpers import runs_of
 from tuner import _collector
 from tuner.cli import main
 from tuner.errors import TunerError
@@ -117,3 +119,56 @@ def test_a_busy_machine_has_no_spare_core_for_the_writer_process() -> None:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
+
+
+def test_with_a_writer_process_the_study_imports_no_mlflow(workdir: Path, tracking_uri: str) -> None:
+    """`tuner run` hands every MLflow call to its writer process (about a second of imports
+    and store opening that the study's process no longer makes): the runs, the summary and the
+    model are all there, and the study's process never imported MLflow."""
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
+    code = (
+        "import sys\n"
+        "from tuner.tracking import prestart_writer\n"
+        "prestart_writer(sys.argv[2], 'no-mlflow-here', True)\n"
+        "import tuner\n"
+        "result = tuner.run_study(tuner.load_space(sys.argv[1]), tuner.RunOptions(\n"
+        "    trials=2, tracking_uri=sys.argv[2], experiment='no-mlflow-here', threads=1,\n"
+        "    progress=False, views=True))\n"
+        "print(result.n_complete, result.model_uri is not None, 'mlflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(space), tracking_uri], cwd=workdir,
+                         text=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "True", "False"]
+    parents, trials = runs_of(tracking_uri, "no-mlflow-here")
+    assert [r.info.status for r in parents] == ["FINISHED"] and len(trials) == 2
+    assert "model_uri" in parents[0].data.tags and "test_accuracy" in parents[0].data.metrics
+    artifacts = mlflow.MlflowClient(tracking_uri).list_artifacts(parents[0].info.run_id, "views")
+    assert "views/views.html" in [a.path for a in artifacts]
+
+
+def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(workdir: Path) -> None:
+    """The store's check runs in the writer process, with the same one-line error (exit code
+    2 from the CLI) as in this process, before the study exists."""
+    import tuner
+    from tuner.tracking import StoreError, _writer
+    from tuner.tracking._check import check_store as check_here
+
+    space = tuner.load_space(write_space(workdir, TINY_SPACE))
+    blocked = workdir / "blocked"
+    blocked.write_text("a file, not a folder")
+    uri = f"sqlite:///{blocked}/mlflow.db"
+    with pytest.raises(StoreError) as here:
+        check_here(uri, "refused")
+    _writer.prestart(uri, "refused", False)
+    try:
+        with pytest.raises(StoreError) as there:
+            tuner.run_study(space, tuner.RunOptions(
+                tracking_uri=uri, experiment="refused", storage=str(workdir / "s.journal"),
+                threads=1, progress=False))
+        assert _writer.prestarted()  # the check ran in it; no tracker took it over
+    finally:
+        _writer.take(uri, "refused", False).close()
+    assert str(there.value) == str(here.value) and "\n" not in str(there.value)
+    assert str(there.value).startswith("tracking store sqlite:///")
+    assert not (workdir / "s.journal").exists()

@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from matplotlib.figure import Figure
 from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.analysis._plots import front_png
-from tuner.analysis._static import contour_figure, parallel_figure, slice_figure
 from tuner.errors import TunerError
 from tuner.search import ATTR_SPACE_TEXT, front_table, objectives_of, pareto_front
 from tuner.space import parse_space
@@ -56,13 +53,15 @@ def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]
     or fails is left out and named in `skipped.txt`; a study never fails because of its plots.
     """
     import optuna.visualization as plotly_views
-    import optuna.visualization.matplotlib as mpl_views
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         return {"skipped.txt": "no complete trial: nothing to plot\n"}
-    if png:
+    if png:  # matplotlib only for PNGs (half a second of imports at the end of a study)
         _headless_matplotlib()
+        import optuna.visualization.matplotlib as mpl_views
+
+        from tuner.analysis._static import contour_figure, parallel_figure, slice_figure
     target = _objective_name(study)
     importances = _importances(study) if len(trials) >= 2 else {}
     evaluator = _Cached(importances)
@@ -144,6 +143,8 @@ def write_study_views(study: optuna.Study, folder: Path) -> list[Path]:
 def front_views(study: optuna.Study) -> dict[str, str | bytes]:
     """A multi-objective study's views: front.csv, pareto.html (plotly, interactive) and
     pareto.png, on the first two objectives."""
+    from tuner.analysis._plots import front_png
+
     rows = front_table(study)
     names = [k for k, _ in objectives_of(study)]
     frame = pd.DataFrame([{**r, "config": json.dumps(r["config"], default=str)} for r in rows])
@@ -179,6 +180,8 @@ def png(figure: Any) -> bytes:
 
 def _png(drawn: Any, width: float = 8.0) -> bytes:
     """A Figure (tuner's views) or what Optuna returns (an Axes or an array of them) as PNG."""
+    from matplotlib.figure import Figure
+
     figure = drawn if isinstance(drawn, Figure) else np.ravel(drawn)[0].figure
     if figure.get_figwidth() < width:
         figure.set_size_inches(width, max(figure.get_figheight(), 5))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -149,9 +150,11 @@ def browse_hint(tracking_uri: str | None, experiment_id: str | None) -> str | No
     if experiment_id is None:
         return None
     from tuner.cli._ui import where_to_browse
-    from tuner.tracking import default_tracking_uri
 
-    return where_to_browse(tracking_uri or default_tracking_uri(), experiment_id)
+    # Only a server's URI makes a difference, and a server is never MLflow's default: no need
+    # to import MLflow to resolve one (a second, after a study that never imported it).
+    return where_to_browse(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""),
+                           experiment_id)
 
 
 def _print_result(result: StudyResult, tracking_uri: str | None) -> None:

@@ -3,8 +3,9 @@ nested child run per trial (per-epoch metrics buffered and written by a backgrou
 the training's critical path); models are logged once per study; queries read runs back; the
 server module runs the MLflow UI over the same store.
 
-Names load on first use: `tuner run` starts the writer process (`prestart_writer`) before
-MLflow itself is imported.
+Names load on first use: `tuner run` starts the writer process (`prestart_writer`) before its
+own heavy imports, and that process does all of the study's MLflow work (the study's process
+imports no MLflow).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.tracking._check import StoreError, check_store
     from tuner.tracking._client import client_for, store_uri
+    from tuner.tracking._errors import StoreError
     from tuner.tracking._models import log_raw_row_model, log_torch_model, register_model
+    from tuner.tracking._preflight import check_store
     from tuner.tracking._queries import (
         check_comparison,
         default_tracking_uri,
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
     from tuner.tracking._writer import spare_core
 
 _WHERE = {
-    "StoreError": "_check",
-    "check_store": "_check",
+    "StoreError": "_errors",
+    "check_store": "_preflight",
     "client_for": "_client",
     "store_uri": "_client",
     "log_raw_row_model": "_models",

@@ -28,14 +28,11 @@ from mlflow.exceptions import MlflowException
 
 from tuner._stores import SQL_SCHEMES, driver_url, existing_folder, missing_driver, scheme_of
 from tuner._stores import sqlite_path as _sqlite_path
-from tuner.errors import TunerError, first_line, redact
-from tuner.tracking._tracker import client_for
+from tuner.errors import first_line, redact
+from tuner.tracking._client import client_for
+from tuner.tracking._errors import StoreError
 
 TIMEOUT_S = 5.0  # each probe; a usable store answers in milliseconds
-
-
-class StoreError(TunerError):
-    """A tracking store that cannot be used; the message never holds a password."""
 
 
 def check_store(tracking_uri: str | None, experiment: str | None = None,

@@ -1,9 +1,9 @@
-"""The MLflow writer process (`serve`; the parent's side is `_writer.ProcessWriter`): creates and
-writes trial runs and logs models.
+"""The MLflow writer process (`serve`; the parent's side is `_writer.ProcessWriter`): checks the
+store, creates and writes trial runs, does every other store call of the study, logs models.
 
-It owns one MLflow client on the study's store. When it has nothing to do it imports what model
-logging needs (MLflow's PyTorch flavour, torch.export: seconds), so the study's end does not
-wait for them.
+It owns the study's only MLflow client (the study's process imports no MLflow). Once the store
+is open it imports what model logging needs (MLflow's PyTorch flavour, torch.export: seconds)
+while the trials train, so the study's end does not wait for them.
 """
 
 from __future__ import annotations
@@ -17,27 +17,35 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tuner import _collector as collector
-from tuner.tracking._client import client_for, create_run, write_run
+from tuner._stores import SQL_SCHEMES, scheme_of
+from tuner.tracking import _client
+from tuner.tracking._check import check_store
+from tuner.tracking._client import client_for, create_run, experiment_named, store_uri, write_run
+from tuner.tracking._errors import StoreError
 from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
 
 _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": log_raw_row_model_at}
+# What the study's process may ask of the store (`Tracker.store`).
+_STORE = {name: getattr(_client, name) for name in (
+    "open_parent_run", "create_plain_run", "log_values", "end_run", "run_data", "log_files")}
+_ANSWERED = {"check", "open", "call", "store", "client"}  # requests that wait for a reply
 
 
-def serve(tracking_uri: str, requests: Connection, replies: Connection,
+def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
           warm_up: bool = True) -> None:
     """The writer's loop: requests in order until `close` or the parent's end (EOF). The store
-    is opened by the first request, `open` (the experiment's id)."""
+    is checked (`check`) and opened (`open`: the experiment's name) before runs are written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    tracking_uri = tracking_uri or None
     client: Any = None
     experiment_id = ""
     ids: dict[int, str] = {}
     errors: list[str] = []
     busy = 0.0
     warming = threading.Thread(target=_warm_up, name="tuner-warm-up", daemon=True)
-    if warm_up:  # a model will be logged: import what that needs while the trials train
-        warming.start()
-    else:
+    _prepare(tracking_uri)
+    if not warm_up:
         collector.resume()
     while True:
         try:
@@ -57,9 +65,18 @@ def serve(tracking_uri: str, requests: Connection, replies: Connection,
             _reply(replies, (busy, [], ids.get(request[1])))
             continue
         started = time.perf_counter()
+        result: Any = None
         try:
-            if op == "open":
-                client, experiment_id = client_for(tracking_uri), str(request[1])
+            if op == "check":
+                try:
+                    check_store(tracking_uri, request[1])
+                except StoreError as exc:
+                    result = str(exc)
+            elif op == "open":
+                client = client_for(tracking_uri)
+                experiment_id = experiment_named(client, request[1])
+                tracking_uri = store_uri(tracking_uri)
+                result = (tracking_uri, experiment_id)
             elif op == "create":
                 _, ref, name, tags, start_ms = request
                 ids[ref] = create_run(client, experiment_id, name, tags, start_ms)
@@ -67,24 +84,45 @@ def serve(tracking_uri: str, requests: Connection, replies: Connection,
                 _, ref, metrics, tags, status, params = request
                 if ref in ids:  # else its creation failed, and said so
                     write_run(client, ids[ref], metrics, tags, status, params)
+            elif op == "store":
+                _, name, args = request
+                result = _STORE[name](client, *args)
+            elif op == "client":
+                _, method, args, kwargs = request
+                result = getattr(client, method)(*args, **kwargs)
             elif op == "call":
                 _, name, args = request
                 if warming.is_alive():
                     warming.join()  # torch.export is not to be used from two threads at once
                 result = _CALLS[name](tracking_uri, *args)
-                _reply(replies, (busy, errors[:], result))
-                errors.clear()
         except Exception as exc:  # kept, and raised in the parent by its next question
             errors.append(f"{type(exc).__name__}: {exc}")
-            if op == "call":
-                _reply(replies, (busy, errors[:], None))
-                errors.clear()
         finally:
             busy += time.perf_counter() - started
+        if op in _ANSWERED:
+            _reply(replies, (busy, errors[:], result))
+            errors.clear()
+        if warm_up and op in ("check", "open") and warming.ident is None:
+            # A model will be logged: import what that needs while the trials train (after
+            # the store is open, which the study waits for).
+            warming.start()
 
 
 def _reply(replies: Connection, item: tuple[Any, ...]) -> None:
     replies.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _prepare(tracking_uri: str | None) -> None:
+    """Import MLflow's SQL store (and its schema check) while the study's process makes its own
+    imports: the study waits for the store's check, which then takes a tenth of a second. The
+    store itself is not opened before the study asks (bad input must leave no store behind)."""
+    if tracking_uri and scheme_of(tracking_uri) not in SQL_SCHEMES:
+        return  # a server, a file store: nothing heavy to prepare
+    try:
+        import alembic.migration  # noqa: F401
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    except Exception:  # not installed as expected: the check will say what is wrong
+        pass
 
 
 def _warm_up() -> None:

@@ -1,5 +1,7 @@
-"""The MLflow client on a tracking store, and writing one trial run's batch (shared by the
-tracker's background thread and its writer process).
+"""The MLflow client on a tracking store, and everything the tracker does to the store, as
+functions of a client: run by the tracker itself (and its background thread), or by its writer
+process (`tuner run`), where they are named in a request, so that the study's process never
+imports MLflow.
 
 A new SQLite store (the default `sqlite:///mlflow.db` in a new folder) starts as a copy of an
 empty store made once per machine and MLflow version: creating the schema runs MLflow's ~60
@@ -16,13 +18,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import mlflow
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from tuner._stores import creation_lock, driver_url, scheme_of, sqlite_path
 from tuner.errors import redact, require_extra
@@ -30,13 +29,21 @@ from tuner.errors import redact, require_extra
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch call
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
               "FAILED": "FAILED", "KILLED": "KILLED", "INTERRUPTED": "KILLED"}
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def store_uri(tracking_uri: str | None) -> str:
     """The tracking URI as MLflow gets it: None is MLFLOW_TRACKING_URI or MLflow's default; a
     PostgreSQL database needs the postgres extra, and a bare `postgresql://` gets the driver that
     is installed (SQLAlchemy 2.1 would assume psycopg 3)."""
-    uri = tracking_uri or str(mlflow.get_tracking_uri())
+    if not tracking_uri:
+        import mlflow
+
+        tracking_uri = str(mlflow.get_tracking_uri())
+    uri = tracking_uri
     if scheme_of(uri) in ("postgresql", "postgres"):
         require_extra("postgres", f"the tracking URI {uri}")
     return driver_url(uri)
@@ -45,6 +52,8 @@ def store_uri(tracking_uri: str | None) -> str:
 def client_for(tracking_uri: str | None) -> MlflowClient:
     """An MLflow client on `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default), with
     MLflow's chatter kept off the user's terminal."""
+    from mlflow.tracking import MlflowClient
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # With a tracking server, MLflow prints each ended run's URL on stdout (and fetches the run
@@ -85,6 +94,9 @@ def _seed_sqlite(path: Path) -> None:
 
 
 def _template() -> Path:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuner"
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if template.exists():
@@ -122,6 +134,8 @@ def write_run(client: MlflowClient, run_id: str, metrics: list[tuple[str, float,
               params: Sequence[tuple[str, str]] = ()) -> None:
     """A trial run's params (its first write), metrics (in batches of MLflow's limit), tags and
     end: one `log_batch` for all of it unless the metrics exceed one batch."""
+    from mlflow.entities import Metric, Param, RunTag
+
     points = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
     run_tags = [RunTag(k, v) for k, v in tags]
     run_params = [Param(k, v) for k, v in params]
@@ -140,6 +154,72 @@ def create_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[s
     """A trial run (its params come with its first batch of metrics)."""
     run = client.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
     return str(run.info.run_id)
+
+
+def open_parent_run(client: MlflowClient, experiment_id: str, name: str,
+                    tags: Mapping[str, str], params: Mapping[str, Any],
+                    resume_run_id: str | None, parent_run_id: str | None = None) -> str:
+    """A study's parent run: reopened when resuming (unless it was deleted), else created."""
+    from mlflow.exceptions import MlflowException
+
+    if resume_run_id is not None:
+        try:
+            run = client.get_run(resume_run_id)
+        except MlflowException:
+            run = None
+        if run is not None and run.info.lifecycle_stage != "deleted":
+            client.update_run(resume_run_id, status="RUNNING")
+            client.set_tag(resume_run_id, "resumed", "true")
+            return resume_run_id
+    return create_plain_run(client, experiment_id, name, {**tags, "tuner.role": "study"}, params,
+                            parent_run_id)
+
+
+def create_plain_run(client: MlflowClient, experiment_id: str, name: str,
+                     tags: Mapping[str, str], params: Mapping[str, Any],
+                     parent_run_id: str | None = None) -> str:
+    """A run with its params, nested under `parent_run_id` when given."""
+    nested = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, **nested})
+    run_id = str(run.info.run_id)
+    if params:
+        log_values(client, run_id, params=params)
+    return run_id
+
+
+def log_values(client: MlflowClient, run_id: str, metrics: Mapping[str, float] = {},
+               tags: Mapping[str, Any] = {}, params: Mapping[str, Any] = {},
+               step: int = 0) -> None:
+    """One batch of metrics (at `step`, now), tags and params."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                     params=[Param(k, text(v)) for k, v in params.items()],
+                     tags=[RunTag(k, text(v)) for k, v in tags.items()])
+
+
+def end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
+
+
+def run_data(client: MlflowClient, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    """A run's tags and latest metrics."""
+    run = client.get_run(run_id)
+    return dict(run.data.tags), dict(run.data.metrics)
+
+
+def log_files(client: MlflowClient, run_id: str, files: Mapping[str, str | bytes],
+              folder: str | None = None) -> None:
+    """Each (file name -> content) pair as an artifact of the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            path = Path(tmp) / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        client.log_artifacts(run_id, tmp, folder)
 
 
 def text(value: Any) -> str:

@@ -1,16 +1,13 @@
 """Logging models to MLflow: the PyTorch flavour (signature and input example, requirements
 given so MLflow infers nothing), a pyfunc model that scores raw table rows, the model registry.
 
-A study logs one model (its final one), never one per trial: logging costs seconds.
+A study logs one model (its final one), never one per trial: logging costs seconds. With a
+writer process, that process logs it (this one does not import MLflow).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-import mlflow
-
-from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
 
 if TYPE_CHECKING:
     from tuner.tracking._tracker import Tracker
@@ -21,6 +18,8 @@ def log_torch_model(tracker: Tracker, run_id: str, model: Any, input_example: An
     a writer process, that process logs it (it has made the imports while the trials ran)."""
     if tracker.remote is not None:
         return str(tracker.timed(tracker.remote.call, "torch_model", run_id, model, input_example))
+    from tuner.tracking._model_io import log_torch_model_at
+
     return str(tracker.timed(log_torch_model_at, tracker.tracking_uri, run_id, model,
                              input_example))
 
@@ -31,12 +30,16 @@ def log_raw_row_model(tracker: Tracker, run_id: str, scorer: Any, example: Any, 
     if tracker.remote is not None:
         return str(tracker.timed(tracker.remote.call, "raw_row_model", run_id, scorer, example,
                                  rows, requirements, name))
+    from tuner.tracking._model_io import log_raw_row_model_at
+
     return str(tracker.timed(log_raw_row_model_at, tracker.tracking_uri, run_id, scorer,
                              example, rows, requirements, name))
 
 
 def register_model(tracker: Tracker, model_uri: str, name: str) -> str:
     """Register `model_uri` in the model registry of the tracker's store; the version."""
+    import mlflow
+
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracker.tracking_uri)
     try:

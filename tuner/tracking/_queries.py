@@ -1,15 +1,14 @@
 """Reading back and mending what a study left in MLflow: a trial's run, the run of a trial whose
-worker died, a worker joining a study's parent run, comparison runs, an experiment's runs."""
+worker died, a worker joining a study's parent run, comparison runs, an experiment's runs.
+
+MLflow is imported by the functions that use it: a study's process imports this module (to end
+the run of a trial lost to a dead worker) but, with a writer process, never needs MLflow."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
 from typing import Any
-
-import mlflow
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 
 from tuner.errors import OptionError, TunerError, redact
 from tuner.tracking._client import BATCH_LIMIT, client_for, store_uri, text
@@ -31,6 +30,8 @@ def find_trial_run(tracking_uri: str | None, experiment_id: str, study: str,
 def fail_trial_run(tracker: Tracker, study: str, number: int, run_id: str | None,
                    reason: str) -> str | None:
     """End the MLflow run of a trial whose worker died: FAILED with the reason, if still open."""
+    from mlflow.entities import RunTag
+
     if run_id is None:
         run_id = find_trial_run(tracker.tracking_uri, tracker.experiment_id, study, number)
     if run_id is None:
@@ -47,6 +48,9 @@ def fail_trial_run(tracker: Tracker, study: str, number: int, run_id: str | None
 def join_tracker(tracking_uri: str | None, experiment_id: str, parent_run_id: str) -> Tracker:
     """A tracker for a worker joining a study whose parent run already exists (maybe created on
     another host); the store must be the one the study logs to."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     client = client_for(tracking_uri)
     shown = redact(tracking_uri or mlflow.get_tracking_uri())
     try:
@@ -66,6 +70,8 @@ _COMPARISON = "tags.`tuner.role` = 'comparison' and tags.comparison = '{}'"
 
 def default_tracking_uri() -> str:
     """Where `tuner run` logs without --tracking-uri: MLFLOW_TRACKING_URI or MLflow's default."""
+    import mlflow
+
     return str(mlflow.get_tracking_uri())
 
 
@@ -88,6 +94,8 @@ def check_comparison(tracking_uri: str | None, experiment: str, name: str,
 def start_comparison(tracker: Tracker, name: str, tags: Mapping[str, str],
                      params: Mapping[str, Any]) -> str:
     """The comparison's run: reopened when the same comparison runs again, else created."""
+    from mlflow.entities import Param
+
     runs = tracker.timed(tracker.client.search_runs, [tracker.experiment_id],
                          _COMPARISON.format(name), max_results=1)
     if runs:
@@ -105,6 +113,8 @@ def start_comparison(tracker: Tracker, name: str, tags: Mapping[str, str],
 
 def run_status(tracker: Tracker, run_id: str) -> str | None:
     """FINISHED, RUNNING, KILLED, ...; None for a run that is missing or deleted."""
+    from mlflow.exceptions import MlflowException
+
     try:
         run = tracker.timed(tracker.client.get_run, run_id)
     except MlflowException:
@@ -132,6 +142,8 @@ def log_study_outcome(tracker: Tracker, run_id: str, metrics: Mapping[str, float
                       best_so_far: list[tuple[int, float]]) -> None:
     """A study's standing in its comparison, and its best-so-far curve (step = trial), which
     the UI can chart per strategy; steps already logged are not logged again."""
+    from mlflow.entities import Metric
+
     logged = {m.step for m in tracker.timed(tracker.client.get_metric_history, run_id,
                                             "best_so_far")}
     now = int(time.time() * 1000)
@@ -144,6 +156,8 @@ def log_study_outcome(tracker: Tracker, run_id: str, metrics: Mapping[str, float
 
 def run_experiment(tracking_uri: str | None, run_id: str) -> str | None:
     """The name of the experiment that holds `run_id` in this store; None if it is not there."""
+    from mlflow.exceptions import MlflowException
+
     client = client_for(tracking_uri)
     try:
         run = client.get_run(run_id)

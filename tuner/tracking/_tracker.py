@@ -3,22 +3,24 @@
 One parent run per study, one nested child run per trial. The training loop never calls MLflow:
 a `TrialRun` receives its per-epoch events and buffers them, so a trial costs a handful of MLflow
 calls (start, params, one batch of metrics, end) instead of one call per metric per epoch.
+
+What is done to the store is a function of `_client`; the tracker runs it here, or names it to
+its writer process (`tuner run`), which then holds the only MLflow client: the study's process
+imports no MLflow at all (about a second of its start).
 """
 
 from __future__ import annotations
 
-import tempfile
+import functools
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-
 from tuner.errors import redact
+from tuner.tracking import _client
 from tuner.tracking._client import (
     BATCH_LIMIT,
+    PARENT_RUN_TAG,
     RUN_STATUS,
     client_for,
     create_run,
@@ -36,33 +38,35 @@ __all__ = ["BATCH_LIMIT", "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun",
            "text"]
 
 _FLUSH_EVERY_S = 10.0  # long trials still show live curves in the UI
-PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 class Tracker:
     """Writes a study and its trials to one MLflow experiment; times its own calls.
 
     Trial runs are written asynchronously: by a writer process (`process=True`: the store's
-    Python work then holds another interpreter's lock, not the training's; models are logged
-    there too), else by one background thread. Study-level calls (and anything that returns a
-    value) wait for the writer first. `close()` (or leaving a `with` block) writes what is
-    queued and ends the writer.
+    Python work then holds another interpreter's lock, not the training's; every other call and
+    the models go there too, and this process imports no MLflow), else by one background
+    thread. Study-level calls (and anything that returns a value) wait for the writer first.
+    `close()` (or leaving a `with` block) writes what is queued and ends the writer.
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True,
                  process: bool = False, warm_up: bool = True):
-        self.client = client_for(tracking_uri)
-        self.tracking_uri = store_uri(tracking_uri)
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
         self.calls = 0
         self.remote: ProcessWriter | None = None
         self._remote_pending = False  # something was sent to the writer process since a drain
-        self.experiment_id = self.timed(experiment_named, self.client, experiment)
         if process and asynchronous:
-            self.remote = take_writer(self.tracking_uri, experiment, warm_up)
-            self.remote.open(self.experiment_id)
+            remote = take_writer(tracking_uri, experiment, warm_up)
+            self.tracking_uri, self.experiment_id = self.timed(remote.open, experiment)
+            self.remote = remote
+            self.client: Any = _RemoteClient(remote)
+        else:
+            self.client = client_for(tracking_uri)
+            self.tracking_uri = store_uri(tracking_uri)
+            self.experiment_id = self.timed(experiment_named, self.client, experiment)
 
     def __enter__(self) -> Tracker:
         return self
@@ -110,6 +114,12 @@ class Tracker:
             self.seconds += time.perf_counter() - start
             self.calls += 1
 
+    def store(self, name: str, *args: Any) -> Any:
+        """`_client.<name>(client, *args)`, in the writer process where there is one."""
+        if self.remote is not None:
+            return self.timed(self.remote.store, name, *args)
+        return self.timed(getattr(_client, name), self.client, *args)
+
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         if not self.asynchronous:
             self.timed(fn, *args, **kwargs)
@@ -130,22 +140,8 @@ class Tracker:
     def start_study(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                     resume_run_id: str | None, parent_run_id: str | None = None) -> str:
         """The study's parent run: reopened when resuming, else created."""
-        if resume_run_id is not None:
-            try:
-                run = self.timed(self.client.get_run, resume_run_id)
-            except MlflowException:
-                run = None
-            if run is not None and run.info.lifecycle_stage != "deleted":
-                self.timed(self.client.update_run, resume_run_id, status="RUNNING")
-                self.timed(self.client.set_tag, resume_run_id, "resumed", "true")
-                return resume_run_id
-        nested = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}
-        run = self.timed(self.client.create_run, self.experiment_id,
-                         tags={**tags, **nested, "tuner.role": "study"}, run_name=name)
-        run_id = str(run.info.run_id)
-        self.timed(self.client.log_batch, run_id,
-                   params=[Param(k, text(v)) for k, v in params.items()])
-        return run_id
+        return str(self.store("open_parent_run", self.experiment_id, name, dict(tags),
+                              dict(params), resume_run_id, parent_run_id))
 
     def start_trial(self, parent_run_id: str, study_name: str, number: int,
                     params: Mapping[str, Any], tags: Mapping[str, str]) -> TrialRun:
@@ -198,48 +194,44 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         """End a run (after everything queued for it is written)."""
-        self.timed(self.client.set_terminated, run_id, status=RUN_STATUS.get(status, status))
+        self.store("end_run", run_id, status)
 
     def log_summary(self, run_id: str, metrics: Mapping[str, float],
                     tags: Mapping[str, str] = {}, step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        self.timed(self.client.log_batch, run_id,
-                   metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
-                   tags=[RunTag(k, text(v)) for k, v in tags.items()])
+        self.store("log_values", run_id, dict(metrics), dict(tags), {}, step)
 
     def run_data(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
         """A run's tags and latest metrics."""
-        run = self.timed(self.client.get_run, run_id)
-        return dict(run.data.tags), dict(run.data.metrics)
+        tags, metrics = self.store("run_data", run_id)
+        return tags, metrics
 
     def log_artifacts(self, run_id: str, files: Mapping[str, str | bytes],
                       folder: str | None = None) -> None:
         """Write each (file name -> content) pair as an artifact of the run."""
-        if not files:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, content in files.items():
-                path = Path(tmp) / name
-                if isinstance(content, bytes):
-                    path.write_bytes(content)
-                else:
-                    path.write_text(content, encoding="utf-8")
-            self.timed(self.client.log_artifacts, run_id, tmp, folder)
+        if files:
+            self.store("log_files", run_id, dict(files), folder)
 
     def start_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                   parent_run_id: str | None = None) -> str:
         """A plain run (a final model's), nested under `parent_run_id` when given."""
-        nested = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else {}
-        run = self.timed(self.client.create_run, self.experiment_id, run_name=name,
-                         tags={**tags, **nested})
-        run_id = str(run.info.run_id)
-        if params:
-            self.timed(self.client.log_batch, run_id,
-                       params=[Param(k, text(v)) for k, v in params.items()])
-        return run_id
+        return str(self.store("create_plain_run", self.experiment_id, name, dict(tags),
+                              dict(params), parent_run_id))
 
     def experiment_url(self) -> str:
         return f"{redact(self.tracking_uri)} (experiment id {self.experiment_id})"
+
+
+class _RemoteClient:
+    """The writer process's MLflow client, seen from the study's process: each method call is
+    made there (what reads the store back, such as ending the run of a lost trial)."""
+
+    def __init__(self, remote: ProcessWriter):
+        self._remote = remote
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._remote.client_call, name)
 
 
 class TrialRun:

@@ -94,9 +94,10 @@ class ProcessWriter:
     It knows nothing of MLflow itself (the process does), so `tuner run` can start it before its
     own heavy imports (`prestart`): by the time the study ends it has made its imports."""
 
-    def __init__(self, tracking_uri: str, experiment: str, warm_up: bool = True):
-        """Start the process for the study logging to `experiment` on `tracking_uri`; it
-        imports what it needs and waits for `open`."""
+    def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool = True):
+        """Start the process for the study logging to `experiment` on `tracking_uri` (None:
+        MLFLOW_TRACKING_URI or MLflow's default, as the process resolves it); it imports what
+        it needs and waits for `check` or `open`."""
         read_req, write_req = os.pipe()
         read_rep, write_rep = os.pipe()
         root = str(Path(__file__).resolve().parents[2])  # this tuner, not another one
@@ -104,7 +105,7 @@ class ProcessWriter:
             p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tuner.tracking._serve", str(read_req), str(write_rep),
-             tracking_uri, "warm" if warm_up else "cold"],
+             tracking_uri or "", "warm" if warm_up else "cold"],
             pass_fds=(read_req, write_rep), env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_req)
@@ -143,15 +144,31 @@ class ProcessWriter:
               params: list[tuple[str, str]]) -> None:
         self._outbox.put(("write", ref, metrics, tags, status, params))
 
-    def open(self, experiment_id: str) -> None:
-        """The study's experiment: only now does the writer touch the store (a study that
-        fails its checks first writes nothing)."""
-        self._outbox.put(("open", experiment_id))
+    def check(self, experiment: str | None) -> str | None:
+        """Check the store before the study exists (see `_check.check_store`): what is wrong
+        with it, in one line, or None."""
+        found = self._ask(("check", experiment))
+        return None if found is None else str(found)
+
+    def open(self, experiment: str) -> tuple[str, str]:
+        """Open the store and the study's experiment (created if need be): (the store's URI,
+        the experiment's id)."""
+        uri, experiment_id = self._ask(("open", experiment))
+        return str(uri), str(experiment_id)
 
     def call(self, name: str, *args: Any) -> Any:
         """Run one of the writer's functions (model logging) after what is queued; its
         result."""
         return self._ask(("call", name, args))
+
+    def store(self, name: str, *args: Any) -> Any:
+        """Run a store function (`_client.<name>(client, *args)`) after what is queued; its
+        result."""
+        return self._ask(("store", name, args))
+
+    def client_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a method of the writer's MLflow client after what is queued; its result."""
+        return self._ask(("client", method, args, kwargs))
 
     def run_id(self, ref: int) -> str | None:
         found = self._ask(("id", ref))
@@ -192,18 +209,22 @@ class ProcessWriter:
         return result
 
 
-_prestarted: dict[tuple[str, str, bool], ProcessWriter] = {}
+_prestarted: dict[tuple[str | None, str, bool], ProcessWriter] = {}
 
 
 def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
     """Start the writer process of a study that is about to run, before the heavy imports; the
-    study's tracker takes it over (`take`). `tracking_uri` None: MLFLOW_TRACKING_URI or the
-    default store."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        f"sqlite:///{os.path.abspath('mlflow.db')}"  # MLflow 3's default store
-    key = (uri, experiment, warm_up)
+    study checks its store there (`prestarted_for`), and its tracker takes it over (`take`).
+    `tracking_uri` None: MLFLOW_TRACKING_URI or MLflow's default, resolved by the process."""
+    key = (tracking_uri, experiment, warm_up)
     if key not in _prestarted:
-        _prestarted[key] = ProcessWriter(uri, experiment, warm_up)
+        _prestarted[key] = ProcessWriter(tracking_uri, experiment, warm_up)
+
+
+def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessWriter | None:
+    """The writer prestarted for a study on this store and experiment, left in place."""
+    return next((writer for (uri, name, _), writer in _prestarted.items()
+                 if uri == tracking_uri and name == experiment), None)
 
 
 def prestarted() -> bool:
@@ -214,7 +235,7 @@ def prestarted() -> bool:
     return bool(_prestarted)
 
 
-def take(tracking_uri: str, experiment: str, warm_up: bool) -> ProcessWriter:
+def take(tracking_uri: str | None, experiment: str, warm_up: bool) -> ProcessWriter:
     """The prestarted writer for this study, else a new one (others are closed)."""
     found = _prestarted.pop((tracking_uri, experiment, warm_up), None)
     for other in list(_prestarted.values()):

@@ -1,0 +1,22 @@
+"""Checking the tracking store before a study is created, where the study's MLflow work will run:
+in the writer process that `tuner run` started beside its imports (the study's process then
+never imports MLflow), else in this process (`_check`, which says what is checked)."""
+
+from __future__ import annotations
+
+from tuner.tracking._errors import StoreError
+from tuner.tracking._writer import prestarted_for
+
+
+def check_store(tracking_uri: str | None, experiment: str | None = None) -> None:
+    """Raise `StoreError` (one line, no password) unless the tracking store can be reached and
+    written, and the folder the experiment's artifacts go to too."""
+    writer = prestarted_for(tracking_uri, experiment)
+    if writer is not None:
+        problem = writer.check(experiment)
+        if problem is not None:
+            raise StoreError(problem)
+        return
+    from tuner.tracking._check import check_store as check_here
+
+    check_here(tracking_uri, experiment)
