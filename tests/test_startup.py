@@ -80,6 +80,34 @@ def test_tuner_run_imports_without_the_collector_and_trains_with_it(
     assert gc.isenabled() and not _collector.paused()
 
 
+def test_tuner_worker_imports_without_the_collector_and_trains_with_it(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, restored_collector: Any) -> None:
+    from tuner.execution import _join
+
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
+    journal = str(workdir / "joined.journal")
+    assert main(["run", str(space), "--trials", "1", "--storage", journal, "--no-tracking",
+                 "--quiet", "--threads", "1"]) == 0
+    seen: dict[str, Any] = {}
+    open_job, work = _join.open_job, _join.work
+
+    def opening(*args: Any, **kwargs: Any) -> Any:
+        seen["setup"] = gc.isenabled()
+        return open_job(*args, **kwargs)
+
+    def working(*args: Any, **kwargs: Any) -> Any:
+        seen["trials"] = gc.isenabled()
+        return work(*args, **kwargs)
+
+    monkeypatch.setattr(_join, "open_job", opening)
+    monkeypatch.setattr(_join, "work", working)
+    gc.unfreeze()
+    assert main(["worker", "--storage", journal, "--study", "tiny-random-seed0", "--trials", "2",
+                 "--no-tracking", "--quiet", "--threads", "1"]) == 0
+    assert seen == {"setup": False, "trials": True}
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+
+
 def test_a_logged_model_unpickles_without_the_training_loop_or_scikit_learn(
         tmp_path: Path) -> None:
     """The writer process unpickles the study's final model to log it: that must import the

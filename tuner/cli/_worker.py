@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from tuner import _collector as collector
+
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:
     """Where and how many trials train at once (`run`, `worker`, `compare`)."""
@@ -77,6 +79,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    collector.pause()  # until the worker starts its trials (see tuner._collector)
+    try:
+        return _join(args)
+    finally:
+        collector.resume()
+
+
+def _join(args: argparse.Namespace) -> int:
     from tuner.execution import WorkerOptions, join_study
 
     result = join_study(WorkerOptions(

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+from tuner import _collector as collector
 from tuner.errors import TunerError
 from tuner.execution._loop import show, stop_on_signals, work
 from tuner.execution._options import StudyResult, WorkerOptions
@@ -71,6 +72,7 @@ def join_study(options: WorkerOptions) -> StudyResult:
                         enabled=options.progress)
     show(session, bar)
     stop = threading.Event()
+    collector.resume()  # the imports are made (where `tuner worker` paused the collector)
     try:
         if options.workers > 1:
             with bar:
