@@ -30,6 +30,14 @@ params:
 """
 
 
+def custom_space(name: str, trials: int) -> str:
+    """A custom trainer's space: one float `x` in [0, 1], objective `score`, up to 3 epochs,
+    `trials` random trials, no pruner."""
+    return (f"name: {name}\nmodel: custom\nobjective: {{metric: score, direction: maximize}}\n"
+            f"training: {{max_epochs: 3}}\nstudy: {{strategy: random, trials: {trials}, seed: 0, "
+            "pruner: none}\nparams:\n  x: {type: float, low: 0.0, high: 1.0}\n")
+
+
 def write_space(folder: Path, text: str = TINY_SPACE, name: str = "tiny.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")

@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 import tuner
-from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
+from tests.conftest import TINY_SPACE, custom_space, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
 from tests.services import (  # noqa: F401  (pg_database and redis_url are fixtures)
     PASSWORD,
@@ -151,15 +151,7 @@ def test_sigterm_stops_two_workers_on_redis_runs_end_killed_and_the_study_resume
         assert retry.state == TrialState.COMPLETE and retry.params == old.params
 
 
-OUTAGE_SPACE = """\
-name: outage
-model: custom
-objective: {metric: score, direction: maximize}
-training: {max_epochs: 3}
-study: {strategy: random, trials: 8, seed: 0, pruner: none}
-params:
-  x: {type: float, low: 0.0, high: 1.0}
-"""
+OUTAGE_SPACE = custom_space("outage", 8)
 
 
 def test_postgresql_connections_killed_and_refused_for_seconds_are_waited_for(

@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import tuner
-from tests.conftest import subprocess_env, tuner_command, write_space
+from tests.conftest import custom_space, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, runs_of
 from tuner import RunOptions, load_space, parse_space, run_study
 from tuner.data import final_dataset, load_dataset, reshuffled_folds
@@ -339,15 +339,7 @@ def test_a_table_study_logs_a_raw_row_scorer_of_its_refit_model(
         pytest.approx(result.test_metrics["accuracy"])
 
 
-CUSTOM = """\
-name: refit_custom
-model: custom
-objective: {metric: score, direction: maximize}
-training: {max_epochs: 3}
-study: {strategy: random, trials: 3, seed: 0, pruner: none}
-params:
-  x: {type: float, low: 0.0, high: 1.0}
-"""
+CUSTOM = custom_space("refit_custom", 3)
 
 
 def _trainer(params: Mapping[str, Any], reporter: tuner.Reporter) -> float:

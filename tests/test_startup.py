@@ -47,28 +47,30 @@ def test_resume_does_nothing_unless_pause_paused_the_collector(restored_collecto
     assert gc.isenabled() and gc.get_freeze_count() > 0 and not _collector.paused()
 
 
+def _watch(monkeypatch: pytest.MonkeyPatch, module: Any, name: str,
+           seen: dict[str, tuple[bool, bool]], when: str) -> None:
+    """Record, as `module.name` is called: (collector on, anything frozen)."""
+    original = getattr(module, name)
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        seen[when] = (gc.isenabled(), gc.get_freeze_count() > 0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, watched)
+
+
 def test_tuner_run_imports_without_the_collector_and_trains_with_it(
         workdir: Path, monkeypatch: pytest.MonkeyPatch, restored_collector: Any) -> None:
     from tuner.execution import _run
 
-    seen: dict[str, Any] = {}
-    load, drive = _run.load_dataset, _run._drive
-
-    def loading(*args: Any, **kwargs: Any) -> Any:
-        seen["setup"] = gc.isenabled()
-        return load(*args, **kwargs)
-
-    def driving(*args: Any, **kwargs: Any) -> Any:
-        seen["trials"] = (gc.isenabled(), gc.get_freeze_count() > 0)
-        return drive(*args, **kwargs)
-
-    monkeypatch.setattr(_run, "load_dataset", loading)
-    monkeypatch.setattr(_run, "_drive", driving)
+    seen: dict[str, tuple[bool, bool]] = {}
+    _watch(monkeypatch, _run, "load_dataset", seen, "setup")
+    _watch(monkeypatch, _run, "_drive", seen, "trials")
     gc.unfreeze()
     space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
     assert main(["run", str(space), "--trials", "1", "--no-tracking", "--quiet", "--threads",
                  "1"]) == 0
-    assert seen == {"setup": False, "trials": (True, True)}
+    assert seen == {"setup": (False, False), "trials": (True, True)}
     assert gc.isenabled()
 
     def bad_data(*args: Any, **kwargs: Any) -> Any:
@@ -88,24 +90,14 @@ def test_tuner_worker_imports_without_the_collector_and_trains_with_it(
     journal = str(workdir / "joined.journal")
     assert main(["run", str(space), "--trials", "1", "--storage", journal, "--no-tracking",
                  "--quiet", "--threads", "1"]) == 0
-    seen: dict[str, Any] = {}
-    open_job, work = _join.open_job, _join.work
-
-    def opening(*args: Any, **kwargs: Any) -> Any:
-        seen["setup"] = gc.isenabled()
-        return open_job(*args, **kwargs)
-
-    def working(*args: Any, **kwargs: Any) -> Any:
-        seen["trials"] = gc.isenabled()
-        return work(*args, **kwargs)
-
-    monkeypatch.setattr(_join, "open_job", opening)
-    monkeypatch.setattr(_join, "work", working)
+    seen: dict[str, tuple[bool, bool]] = {}
+    _watch(monkeypatch, _join, "open_job", seen, "setup")
+    _watch(monkeypatch, _join, "work", seen, "trials")
     gc.unfreeze()
     assert main(["worker", "--storage", journal, "--study", "tiny-random-seed0", "--trials", "2",
                  "--no-tracking", "--quiet", "--threads", "1"]) == 0
-    assert seen == {"setup": False, "trials": True}
-    assert gc.isenabled() and gc.get_freeze_count() > 0
+    assert seen == {"setup": (False, False), "trials": (True, True)}
+    assert gc.isenabled()
 
 
 def test_a_logged_model_unpickles_without_the_training_loop_or_scikit_learn(

@@ -12,8 +12,13 @@ A library caller's collector is left alone (nothing paused it, so `resume` does 
 
 from __future__ import annotations
 
+import functools
 import gc
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _paused = False
 
 
@@ -37,3 +42,16 @@ def resume() -> None:
 
 def paused() -> bool:
     return _paused
+
+
+def pausing(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`command` runs with the collector paused until its trials start (they `resume` it), and
+    leaves it on whatever happens (a command that fails before its trials, too)."""
+    @functools.wraps(command)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        pause()
+        try:
+            return command(*args, **kwargs)
+        finally:
+            resume()
+    return run

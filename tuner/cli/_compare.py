@@ -71,15 +71,8 @@ def register(sub: Any) -> None:
 
 
 
+@collector.pausing  # while the studies' libraries load (see tuner._collector)
 def cmd_compare(args: argparse.Namespace) -> int:
-    collector.pause()  # until the first study starts its trials (see tuner._collector)
-    try:
-        return _compare(args)
-    finally:
-        collector.resume()
-
-
-def _compare(args: argparse.Namespace) -> int:
     space = load_space(args.space)  # before the heavy imports: a bad file fails in a second
     from tuner.execution import CompareOptions, run_comparison
 

@@ -93,15 +93,8 @@ STRATEGY_COSTS = {
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+@collector.pausing  # while the study's libraries load (see tuner._collector)
 def cmd_run(args: argparse.Namespace) -> int:
-    collector.pause()  # until the study starts its trials (see tuner._collector)
-    try:
-        return _run(args)
-    finally:
-        collector.resume()
-
-
-def _run(args: argparse.Namespace) -> int:
     # The space and the flags are checked before the heavy imports: bad input fails at once.
     space = load_space(args.space)
     if (args.strategy or space.study.strategy) == "grid":  # counted: a second, not the OOM killer

@@ -78,15 +78,8 @@ def register(sub: Any) -> None:
     worker.set_defaults(handler=cmd_worker)
 
 
+@collector.pausing  # while the study's libraries load (see tuner._collector)
 def cmd_worker(args: argparse.Namespace) -> int:
-    collector.pause()  # until the worker starts its trials (see tuner._collector)
-    try:
-        return _join(args)
-    finally:
-        collector.resume()
-
-
-def _join(args: argparse.Namespace) -> int:
     from tuner.execution import WorkerOptions, join_study
 
     result = join_study(WorkerOptions(
