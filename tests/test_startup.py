@@ -192,3 +192,22 @@ def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(workdir: Pat
     assert str(there.value) == str(here.value) and "\n" not in str(there.value)
     assert str(there.value).startswith("tracking store sqlite:///")
     assert not (workdir / "s.journal").exists()
+
+
+def test_the_writer_process_masks_passwords_in_what_it_logs(tmp_path: Path) -> None:
+    """The writer process checks the store and talks to it: what MLflow or SQLAlchemy log
+    there goes to the user's terminal, with passwords masked as in the study's process."""
+    code = (
+        "import logging, os\n"
+        "from multiprocessing.connection import Connection\n"
+        "from tuner.tracking._child import serve\n"
+        "requests, sender = os.pipe(); os.close(sender)  # the parent is gone at once\n"
+        "_, replies = os.pipe()\n"
+        "serve(None, Connection(requests, writable=False), Connection(replies, readable=False),"
+        " warm_up=False)\n"
+        "logging.getLogger('mlflow').warning('cannot reach postgresql://tuner:hunter2@db/x')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "postgresql://tuner:***@db/x" in out.stderr and "hunter2" not in out.stderr

@@ -18,6 +18,7 @@ from typing import Any
 
 from tuner import _collector as collector
 from tuner._stores import SQL_SCHEMES, scheme_of
+from tuner.errors import redact_logs
 from tuner.tracking import _client
 from tuner.tracking._check import check_store
 from tuner.tracking._client import client_for, create_run, experiment_named, store_uri, write_run
@@ -37,6 +38,7 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
     is checked (`check`) and opened (`open`: the experiment's name) before runs are written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    redact_logs()  # it prints on the user's terminal too: MLflow's warnings quote store URLs
     tracking_uri = tracking_uri or None
     client: Any = None
     experiment_id = ""
