@@ -121,7 +121,6 @@ class ProcessWriter:
         self._refs = 0
         self._lock = threading.Lock()
         self.seconds = 0.0  # time the writer process spent in MLflow calls
-        self.key = (tracking_uri, experiment, warm_up)
 
     def _feed(self) -> None:
         while (item := self._outbox.get()) is not None:
