@@ -4,10 +4,11 @@
 repeats). Every figure is a ratio of two things measured side by side (interleaved), except the
 per-trial cost of an instant objective, which is a slope (its fixed costs cancel).
 
-- command: `tuner run search_spaces/digits_mlp.yaml` (30 TPE trials, <= 25 epochs, median
-  pruner, tracking on, model logged, one torch thread: the defaults) against
-  `python benchmarks/plain_optuna.py` (the same trials, epochs and pruner, one thread, no
-  tracking), each a whole process in an empty folder; the share of tuner's command spent outside
+- command: `tuner run search_spaces/digits_mlp.yaml` (16 TPE trials, <= 20 epochs, median
+  pruner, tracking on, final model re-evaluated, refit and logged, one torch thread: the
+  defaults) against `python benchmarks/plain_optuna.py --space default` (the same parameters,
+  trials, epochs, sampler and pruner, read from the space file; one thread, no tracking), each a
+  whole process in an empty folder; the share of tuner's command spent outside
   training; the same command with another CPU-bound process running against it alone.
 - pack: trials per second of the default study with packed trials (`--pack` automatic) against
   one trial at a time (`--pack 1`), one core, 3 study seeds, and the best values they reach; the
@@ -59,14 +60,20 @@ def _tuner(*extra: str) -> list[str]:
     return [sys.executable, "-m", "tuner", "run", str(SPACE), "--quiet", "--json", *extra]
 
 
-PLAIN = [sys.executable, str(REPO / "benchmarks" / "plain_optuna.py")]
+def _plain() -> list[str]:
+    """The plain script on the default space's parameters, trials and epochs."""
+    from tuner import load_space
+
+    space = load_space(SPACE)
+    return [sys.executable, str(REPO / "benchmarks" / "plain_optuna.py"), "--space", "default",
+            "--trials", str(space.study.trials), "--epochs", str(space.training.max_epochs)]
 
 
 def command(results: Results, quick: bool = False) -> None:
     repeats = 2 if quick else 3
     ratios, packed_off, outside, outside_all, walls, plain_walls = [], [], [], [], [], []
     for i in range(repeats):
-        order = [("tuner", _tuner()), ("plain", PLAIN), ("pack1", _tuner("--pack", "1"))]
+        order = [("tuner", _tuner()), ("plain", _plain()), ("pack1", _tuner("--pack", "1"))]
         if i % 2:
             order.reverse()
         times: dict[str, float] = {}

@@ -1,9 +1,11 @@
 """The baseline users would write: Optuna's PyTorch example, adapted to digits.
 
 Written the way the example does it (DataLoader over a TensorDataset, one model per trial, a
-report and prune check per epoch, accuracy over the validation loader), with the same space as
-`benchmarks/study_space.yaml`. With `track=True` it logs to MLflow the common way: a nested
-run per trial, `log_params`, and `log_metric` per metric per epoch.
+report and prune check per epoch, accuracy over the validation loader), with its space hard-coded
+as a user would: `study` mirrors `benchmarks/study_space.yaml` (the study benchmarks), `default`
+mirrors `search_spaces/digits_mlp.yaml` (the whole-command benchmark). With `track=True` it logs
+to MLflow the common way: a nested run per trial, `log_params`, and `log_metric` per metric per
+epoch.
 """
 
 from __future__ import annotations
@@ -14,15 +16,26 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+# Where the two spaces differ: layers, units (log) and dropout ranges (None: no dropout).
+SPACES: dict[str, dict[str, tuple[float, float] | None]] = {
+    "study": {"layers": (1, 3), "units": (32, 256), "dropout": (0.0, 0.4)},
+    "default": {"layers": (1, 2), "units": (32, 512), "dropout": None},
+}
 
 
-def define_model(trial: optuna.Trial, n_in: int, n_out: int) -> nn.Sequential:
-    n_layers = trial.suggest_int("n_layers", 1, 3)
+def define_model(trial: optuna.Trial, n_in: int, n_out: int,
+                 space: str = "study") -> nn.Sequential:
+    ranges = SPACES[space]
+    low, high = ranges["layers"] or (1, 1)
+    n_layers = trial.suggest_int("n_layers", int(low), int(high))
     layers: list[nn.Module] = []
     width = n_in
-    units = [trial.suggest_int(f"units_{i}", 32, 256, log=True) for i in range(n_layers)]
+    low, high = ranges["units"] or (32, 32)
+    units = [trial.suggest_int(f"units_{i}", int(low), int(high), log=True)
+             for i in range(n_layers)]
     activation = trial.suggest_categorical("activation", ["relu", "tanh", "gelu"])
-    dropout = trial.suggest_float("dropout", 0.0, 0.4)
+    drop = ranges["dropout"]
+    dropout = trial.suggest_float("dropout", *drop) if drop is not None else 0.0
     for u in units:
         layers += [nn.Linear(width, u), ACTIVATIONS[activation]()]
         if dropout > 0:
@@ -32,10 +45,11 @@ def define_model(trial: optuna.Trial, n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def make_objective(x_train, y_train, x_val, y_val, epochs: int, track: bool):
+def make_objective(x_train, y_train, x_val, y_val, epochs: int, track: bool,
+                   space: str = "study"):
     def objective(trial: optuna.Trial) -> float:
         torch.manual_seed(trial.number)
-        model = define_model(trial, x_train.shape[1], int(y_train.max()) + 1)
+        model = define_model(trial, x_train.shape[1], int(y_train.max()) + 1, space)
         name = trial.suggest_categorical("optimizer", ["adam", "sgd"])
         lr = trial.suggest_float("lr", 1e-4, 3e-2, log=True)
         if name == "sgd":
@@ -125,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pruner", default="median", choices=["none", "median"])
     parser.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", default="study", choices=sorted(SPACES))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -144,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                 "random": optuna.samplers.RandomSampler(seed=args.seed)}
     study = optuna.create_study(direction="maximize", sampler=samplers[args.sampler],
                                 pruner=pruners[args.pruner])
-    study.optimize(make_objective(x_train, y_train, x_val, y_val, args.epochs, False),
+    study.optimize(make_objective(x_train, y_train, x_val, y_val, args.epochs, False,
+                                  args.space),
                    n_trials=args.trials)
     print(f"best value {study.best_value:.4f} after {len(study.trials)} trials")
 

@@ -3,6 +3,9 @@ through tuner/search/_optuna.py): an Optuna upgrade that changes one fails here,
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -56,3 +59,40 @@ def test_a_trial_keeps_the_parameters_it_was_queued_with(study: optuna.Study) ->
     sampled = study.ask()
     sampled.suggest_float("x", 0.0, 1.0)
     assert queued_params(study.trials[1]) == {}
+
+
+_VIEWS_WITHOUT_MATPLOTLIB = """
+import sys
+import warnings
+
+import optuna
+
+from tuner.search import plotly_optuna_views
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+views = plotly_optuna_views()
+assert "matplotlib" not in sys.modules, "loading the plotly views imported matplotlib"
+study = optuna.create_study()
+study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=4)
+views.plot_optimization_history(study)
+assert "matplotlib" not in sys.modules, "a plotly view imported matplotlib"
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    reached = optuna.visualization.matplotlib  # as an attribute, as a user's notebook would
+    assert reached.is_available(), "matplotlib views unavailable after plotly_optuna_views"
+    axes = reached.plot_optimization_history(study)
+    import optuna.visualization.matplotlib as imported
+assert imported is reached is optuna.visualization.matplotlib
+print(type(axes).__name__)
+"""
+
+
+def test_plotly_views_load_without_matplotlib_and_matplotlib_views_still_load_whole() -> None:
+    """Optuna's `visualization/__init__` imports its `matplotlib` subpackage, which imports
+    pyplot inside a `try_import`; `plotly_optuna_views` hides matplotlib meanwhile, then lets the
+    subpackage load whole on first use."""
+    done = subprocess.run([sys.executable, "-c", _VIEWS_WITHOUT_MATPLOTLIB], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "MPLBACKEND": "Agg"},
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "Axes"

@@ -51,6 +51,41 @@ def test_a_study_parent_run_gets_the_interactive_views_and_report_adds_the_pngs(
     assert "rep" in capsys.readouterr().out
 
 
+_PAGE_ONLY = """
+import sys
+
+import optuna
+
+from tuner.analysis import VIEWS, study_views
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(direction="maximize")
+def objective(trial):
+    for epoch in range(3):
+        trial.report(trial.suggest_float("x", 0, 1) * epoch, epoch)
+    return trial.suggest_float("x", 0, 1) + trial.suggest_int("y", 1, 4)
+study.optimize(objective, n_trials=6)
+files = study_views(study, png=False)
+page = files["views.html"]
+assert page.count('class="plotly-graph-div"') == len(VIEWS), files.get("skipped.txt")
+print(sorted(m for m in ("matplotlib", "matplotlib.pyplot") if m in sys.modules))
+"""
+
+
+def test_the_views_page_alone_loads_no_matplotlib() -> None:
+    """The page a study logs at its end is plotly only: matplotlib (a third of a second of
+    imports on every study's path) loads for PNGs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", _PAGE_ONLY], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_views_that_do_not_apply_are_named_with_the_reason(workdir: Path) -> None:
     # No pruner: no intermediate values; one complete trial: no importances, no contour.
     space = load_space(write_space(workdir))

@@ -25,7 +25,13 @@ from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
-from tuner.search import ATTR_SPACE_TEXT, front_table, objectives_of, pareto_front
+from tuner.search import (
+    ATTR_SPACE_TEXT,
+    front_table,
+    objectives_of,
+    pareto_front,
+    plotly_optuna_views,
+)
 from tuner.space import parse_space
 
 VIEWS = ("optimization_history", "param_importances", "parallel_coordinate", "slice", "contour",
@@ -52,7 +58,7 @@ def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]
     A view that does not apply (one trial, no intermediate values, fewer than two parameters)
     or fails is left out and named in `skipped.txt`; a study never fails because of its plots.
     """
-    import optuna.visualization as plotly_views
+    plotly_views = plotly_optuna_views()  # no matplotlib: it loads for PNGs only
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
@@ -104,7 +110,7 @@ def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]
     files: dict[str, str | bytes] = {}
     sections: list[tuple[str, Any]] = []
     skipped: list[str] = []
-    with _quiet():
+    with _quiet(png):
         for name, plan in plans.items():
             if isinstance(plan, str):
                 skipped.append(f"{name}: {plan}")
@@ -150,7 +156,7 @@ def front_views(study: optuna.Study) -> dict[str, str | bytes]:
     frame = pd.DataFrame([{**r, "config": json.dumps(r["config"], default=str)} for r in rows])
     files: dict[str, str | bytes] = {"front.csv": frame.to_csv(index=False)}
     with _quiet():
-        figure = optuna.visualization.plot_pareto_front(study, target_names=names)
+        figure = plotly_optuna_views().plot_pareto_front(study, target_names=names)
     files["pareto.html"] = page(f"Pareto front of {study.study_name}", [("Pareto front", figure)])
     files["pareto.png"] = front_png(study, names, {m.number for m in pareto_front(study)})
     return files
@@ -240,6 +246,16 @@ def _objective_name(study: optuna.Study) -> str:
         return "Objective Value"
 
 
+def _caller_style(png: bool) -> contextlib.AbstractContextManager[Any]:
+    """Optuna's matplotlib views switch the global style; the caller's (a notebook's) comes
+    back. Without PNGs, matplotlib is not loaded at all."""
+    if not png:
+        return contextlib.nullcontext()
+    import matplotlib
+
+    return matplotlib.rc_context()
+
+
 def _headless_matplotlib() -> None:
     # Without a display an interactive backend would fail; a notebook keeps its own backend.
     if "matplotlib.pyplot" not in sys.modules:
@@ -249,11 +265,8 @@ def _headless_matplotlib() -> None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    import matplotlib
-
-    # Optuna's matplotlib views switch the global style; the caller's (a notebook's) comes back.
-    with warnings.catch_warnings(), matplotlib.rc_context():
+def _quiet(png: bool = False) -> Iterator[None]:
+    with warnings.catch_warnings(), _caller_style(png):
         warnings.simplefilter("ignore")
         optuna_level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -14,6 +14,7 @@ from tuner.search._heartbeat import (
     reap_stale,
 )
 from tuner.search._lookup import best_epoch, best_trial, final_trial, find_study, stored_space
+from tuner.search._optuna import plotly_views as plotly_optuna_views
 from tuner.search._optuna import trial_id
 from tuner.search._pareto import (
     FrontMember,
@@ -186,6 +187,7 @@ __all__ = [
     "parse_condition",
     "pick",
     "plan_budget",
+    "plotly_optuna_views",
     "points_from",
     "quiet_optuna",
     "reap_stale",

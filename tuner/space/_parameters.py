@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import optuna
-from optuna.distributions import BaseDistribution
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import SpaceError
 from tuner.space._grid import GRID_LIMIT, Grid, GridTooComplex
@@ -23,6 +20,10 @@ from tuner.space._params import (
     Scalar,
 )
 from tuner.space._yaml import Document
+
+if TYPE_CHECKING:  # Optuna loads with the study, not with the space file (`tuner validate`)
+    import optuna
+    from optuna.distributions import BaseDistribution
 
 _COMMON_KEYS = {"type", "when", "per_layer"}
 _KEYS = {

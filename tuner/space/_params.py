@@ -9,16 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+
+if TYPE_CHECKING:  # Optuna loads with the study, not with the space file (`tuner validate`)
+    import optuna
+    from optuna.distributions import BaseDistribution
 
 Scalar: TypeAlias = bool | int | float | str | None
 
@@ -62,6 +59,8 @@ class FloatParam:
         _check_grid(self)
 
     def distribution(self) -> BaseDistribution:
+        from optuna.distributions import FloatDistribution
+
         return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def grid_values(self, default_points: int) -> tuple[Scalar, ...]:
@@ -111,6 +110,8 @@ class IntParam:
         _check_grid(self)
 
     def distribution(self) -> BaseDistribution:
+        from optuna.distributions import IntDistribution
+
         return IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def grid_values(self, default_points: int) -> tuple[Scalar, ...]:
@@ -152,6 +153,8 @@ class CategoricalParam:
             raise ParamError("choices", f"has duplicate values: {list(self.choices)}")
 
     def distribution(self) -> BaseDistribution:
+        from optuna.distributions import CategoricalDistribution
+
         return CategoricalDistribution(self.choices)
 
     def grid_values(self, default_points: int) -> tuple[Scalar, ...]:
