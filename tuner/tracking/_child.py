@@ -104,9 +104,10 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
         if op in _ANSWERED:
             _reply(replies, (busy, errors[:], result))
             errors.clear()
-        if warm_up and op in ("check", "open") and warming.ident is None:
-            # A model will be logged: import what that needs while the trials train (after
-            # the store is open, which the study waits for).
+        if warm_up and warming.ident is None and client is not None and op != "open":
+            # A model will be logged: import what that needs while the trials train. Not
+            # before the study has its store and parent run: it waits for those, and the
+            # warm-up's imports would take this process's interpreter lock from them.
             warming.start()
 
 

@@ -23,8 +23,11 @@ def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example
         client = mlflow.MlflowClient(tracking_uri)
         logged = client.create_logged_model(client.get_run(run_id).info.experiment_id,
                                             name="model", source_run_id=run_id)
+        # MLflow would load the logged model back and predict its example (a fifth of a
+        # second at every study's end, for a model tuner built): tests/test_fast_paths.py
+        # checks that what this logs loads and predicts.
         info = mlflow.pytorch.log_model(model, name="model", run_id=run_id,
-                                        model_id=logged.model_id,
+                                        model_id=logged.model_id, validate_serving_input=False,
                                         **_torch_flavour(model, input_example))
     return str(info.model_uri)
 
