@@ -201,7 +201,7 @@ def test_the_writers_warm_up_saves_a_model_as_the_study_logs_it(tmp_path: Path) 
 
 
 def test_a_logged_model_loads_and_predicts_without_mlflow_loading_it_back_at_logging(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The study's model is logged without MLflow's serving check (which loads the model back:
     a fifth of a second at every study's end); what is logged loads and predicts as trained."""
     import mlflow.pyfunc
@@ -211,12 +211,11 @@ def test_a_logged_model_loads_and_predicts_without_mlflow_loading_it_back_at_log
 
     from tuner.tracking._model_io import log_torch_model_at
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("logged"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # where `models:/` URIs are found
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(client.create_experiment(f"logged-{time.monotonic_ns()}"))
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     example = np.arange(6, dtype=np.float32).reshape(2, 3)
-
     loaded_back: list[object] = []
 
     def no_loading_back(*args: object, **kwargs: object) -> None:
@@ -225,11 +224,8 @@ def test_a_logged_model_loads_and_predicts_without_mlflow_loading_it_back_at_log
 
     with monkeypatch.context() as patched:
         patched.setattr(mlflow.pyfunc, "load_model", no_loading_back)
-        model_uri = log_torch_model_at(uri, run.info.run_id, model, example)
+        model_uri = log_torch_model_at(tracking_uri, run.info.run_id, model, example)
     assert loaded_back == []
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
     loaded = mlflow.pytorch.load_model(model_uri)
     with torch.inference_mode():
         assert torch.allclose(loaded(torch.as_tensor(example)), model(torch.as_tensor(example)))
