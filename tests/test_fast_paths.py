@@ -229,3 +229,50 @@ def test_a_logged_model_loads_and_predicts_without_mlflow_loading_it_back_at_log
     loaded = mlflow.pytorch.load_model(model_uri)
     with torch.inference_mode():
         assert torch.allclose(loaded(torch.as_tensor(example)), model(torch.as_tensor(example)))
+
+
+_LOGGING_LEAVES_NO_URI = """
+import os, sys
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+
+from tuner.tracking._model_io import log_torch_model_at
+
+store = sys.argv[1]
+client = MlflowClient(store)
+run = client.create_run(client.create_experiment("leaves-no-uri"))
+model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+example = np.zeros((2, 3), dtype=np.float32)
+for environment in (None, "sqlite:///notebook.db"):
+    if environment is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = environment
+    before = mlflow.get_tracking_uri()
+    log_torch_model_at(store, run.info.run_id, model, example)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == environment, os.environ.get(
+        "MLFLOW_TRACKING_URI")
+    assert mlflow.get_tracking_uri() == before, (mlflow.get_tracking_uri(), before)
+os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///changed-later.db"  # the notebook changes it
+assert mlflow.get_tracking_uri() == "sqlite:///changed-later.db", mlflow.get_tracking_uri()
+mlflow.set_tracking_uri("sqlite:///set-in-code.db")  # fixed in code: that stays
+log_torch_model_at(store, run.info.run_id, model, example)
+assert mlflow.get_tracking_uri() == "sqlite:///set-in-code.db", mlflow.get_tracking_uri()
+print("clean")
+"""
+
+
+def test_logging_a_model_in_process_leaves_the_callers_tracking_uri_as_it_was(
+        tmp_path: Path) -> None:
+    """Model logging sets MLflow's global tracking URI for its call (a notebook's study logs its
+    model in the notebook's process); afterwards the environment and the URI are as before, and
+    a URI the notebook never set in code is not left fixed."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", _LOGGING_LEAVES_NO_URI,
+                           f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -92,14 +93,33 @@ def _in_run(run_id: str) -> Iterator[None]:
 
 
 class _at:
-    """MLflow's global tracking URI set to `uri` for a block."""
+    """MLflow's global tracking URI set to `uri` for a block. `set_tracking_uri` also writes the
+    URI to the environment (MLFLOW_TRACKING_URI) and fixes it in code; afterwards the caller's
+    environment comes back as it was, and a URI the caller never set in code is not left fixed
+    (a notebook's later change of MLFLOW_TRACKING_URI still counts)."""
 
     def __init__(self, uri: str):
         self.uri = uri
 
     def __enter__(self) -> None:
         self.previous = mlflow.get_tracking_uri()
+        self.environment = os.environ.get(_URI_VARIABLE)
         mlflow.set_tracking_uri(self.uri)
 
     def __exit__(self, *exc: Any) -> None:
-        mlflow.set_tracking_uri(self.previous)
+        # None: not fixed in code, resolved from the environment (MLflow's code takes None,
+        # though its signature does not say so; tests/test_fast_paths.py pins the outcome).
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        self._restore_environment()
+        if mlflow.get_tracking_uri() != self.previous:  # the caller had fixed it in code
+            mlflow.set_tracking_uri(self.previous)
+            self._restore_environment()
+
+    def _restore_environment(self) -> None:
+        if self.environment is None:
+            os.environ.pop(_URI_VARIABLE, None)
+        else:
+            os.environ[_URI_VARIABLE] = self.environment
+
+
+_URI_VARIABLE = "MLFLOW_TRACKING_URI"
