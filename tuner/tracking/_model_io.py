@@ -81,6 +81,13 @@ def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: A
     return str(info.model_uri)
 
 
+def register_model_at(tracking_uri: str, model_uri: str, name: str) -> str:
+    """Register `model_uri` in the model registry of the store at `tracking_uri`; the
+    version."""
+    with _at(tracking_uri):
+        return str(mlflow.register_model(model_uri, name).version)
+
+
 @contextlib.contextmanager
 def _in_run(run_id: str) -> Iterator[None]:
     """The run made active for a block (pyfunc's log_model takes no run_id). The run's status

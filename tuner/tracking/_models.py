@@ -38,12 +38,6 @@ def log_raw_row_model(tracker: Tracker, run_id: str, scorer: Any, example: Any, 
 
 def register_model(tracker: Tracker, model_uri: str, name: str) -> str:
     """Register `model_uri` in the model registry of the tracker's store; the version."""
-    import mlflow
+    from tuner.tracking._model_io import register_model_at
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    try:
-        version = tracker.timed(mlflow.register_model, model_uri, name)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return str(version.version)
+    return str(tracker.timed(register_model_at, tracker.tracking_uri, model_uri, name))
