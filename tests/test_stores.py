@@ -5,6 +5,7 @@ processes and real services."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -197,3 +198,77 @@ def test_a_bare_postgresql_tracking_uri_works_with_the_installed_driver(
         tracker.end_run(run, "FINISHED")
     assert time.perf_counter() - started < 120
     assert PASSWORD not in tracker.experiment_url()
+
+
+def _journal_mode(db: Path) -> str:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def _runs_in_file_alone(db: Path, folder: Path) -> int:
+    """The runs a copy of the database file alone holds (its log files left behind)."""
+    folder.mkdir()
+    shutil.copyfile(db, folder / db.name)
+    with contextlib.closing(sqlite3.connect(folder / db.name)) as connection:
+        return int(connection.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["writer process", "writer thread"])
+def test_a_new_sqlite_tracking_store_logs_ahead_and_is_one_complete_file_after_a_study(
+        workdir: Path, process: bool) -> None:
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    tracker = Tracker(uri, "ahead", process=process, warm_up=False)
+    try:
+        parent = tracker.start_study("s", {}, {}, None)
+        for number in range(3):
+            run = tracker.start_trial(parent, "s", number, {"lr": 0.1}, {})
+            run.on_epoch_end(1, {"val_accuracy": 0.5})
+            run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
+    finally:
+        tracker.close()
+    assert _journal_mode(workdir / "mlflow.db") == "wal"
+    # The log was folded into the file: copied alone, it holds the parent run and 3 trials.
+    assert _runs_in_file_alone(workdir / "mlflow.db", workdir / "copy") == 4
+    wal = workdir / "mlflow.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_tuner_run_leaves_its_new_tracking_store_as_one_complete_file(
+        workdir: Path, tracking_uri: str) -> None:
+    space = write_space(workdir)
+    result = tuner(["run", str(space), "--tracking-uri", "sqlite:///mlflow.db", "--trials", "2",
+                    *QUIET], workdir, tracking_uri)
+    assert result.returncode == 0, result.stderr
+    assert _journal_mode(workdir / "mlflow.db") == "wal"
+    assert _runs_in_file_alone(workdir / "mlflow.db", workdir / "copy") == 3
+    assert not (workdir / "mlflow.db-wal").exists()  # no process has it open any more
+
+
+def test_an_existing_store_and_a_store_on_a_network_file_system_keep_sqlites_journal(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.tracking import _client
+
+    MlflowClient(f"sqlite:///{workdir / 'old.db'}").search_experiments()  # made before tuner
+    Tracker(f"sqlite:///{workdir / 'old.db'}", "old").close()
+    assert _journal_mode(workdir / "old.db") == "delete"
+    # SQLite's log needs memory shared by every process that opens the store: not on NFS.
+    monkeypatch.setattr(_client, "on_network_filesystem", lambda path: True)
+    Tracker(f"sqlite:///{workdir / 'nfs.db'}", "nfs").close()
+    assert _journal_mode(workdir / "nfs.db") == "delete"
+
+
+def test_network_file_systems_are_found_by_the_longest_mount_point_that_holds_a_path(
+        tmp_path: Path) -> None:
+    from tuner._stores import on_network_filesystem
+
+    shared = tmp_path / "shared dir"
+    (shared / "runs").mkdir(parents=True)
+    (tmp_path / "shared dir2").mkdir()
+    escaped = str(shared).replace(" ", "\\040")
+    mounts = (f"/dev/sda1 / ext4 rw 0 0\nserver:/export {escaped} nfs4 rw 0 0\n"
+              f"tmpfs {escaped}/runs tmpfs rw 0 0\n")
+    assert on_network_filesystem(shared / "mlflow.db", mounts)
+    assert on_network_filesystem(shared / "new" / "deeper", mounts)  # folders still to make
+    assert not on_network_filesystem(shared / "runs", mounts)  # a local mount inside it
+    assert not on_network_filesystem(tmp_path / "shared dir2", mounts)  # a name, not a folder
+    assert not on_network_filesystem(tmp_path, "")

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,37 @@ def existing_folder(path: Path) -> Path:
     while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
     return folder
+
+
+# File systems where several hosts may open one file: SQLite's write-ahead log needs memory
+# shared by every process that opens the database, which such file systems cannot give.
+_NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre",
+    "gpfs", "beegfs", "orangefs", "davfs", "fuse.sshfs", "fuse.s3fs", "fuse.rclone",
+    "fuse.gcsfuse", "fuse.glusterfs", "fuse.ceph", "fuse.juicefs", "fuse.goofys", "fuse.davfs"})
+
+
+def on_network_filesystem(path: Path, mounts: str | None = None) -> bool:
+    """Whether `path` (or the deepest of its folders that exists) lies on a network file system,
+    by the longest mount point in `mounts` (Linux's /proc/mounts) that holds it; False where
+    the mounts cannot be read."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    target = os.path.realpath(path if path.is_dir() else existing_folder(path))
+    longest, fstype = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # The kernel writes a space in a mount point as \040 (octal), and so on.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(longest):
+            longest, fstype = point, fields[2]
+    return fstype in _NETWORK_FILESYSTEMS
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
             return
         op = request[0]
         if op == "close":
+            _client.settle(client, tracking_uri)
             _reply(replies, (busy, errors, None))
             replies.close()
             os._exit(0)  # everything is committed; MLflow's exit hooks have nothing to do

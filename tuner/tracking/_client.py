@@ -8,6 +8,14 @@ empty store made once per machine and MLflow version: creating the schema runs M
 database migrations (about a second, several on a busy machine), the copy takes milliseconds.
 MLflow checks the schema's revision whenever it opens a store, so a copy that does not match
 the installed MLflow would be refused, not used.
+
+Such a store keeps a write-ahead log (SQLite's WAL mode), unless it lies on a network file
+system. MLflow writes a trial's run in about 7 commits; in SQLite's default rollback mode each
+commit syncs a journal and the database (about 1 ms each, a third of a run's cost here), in WAL
+mode it appends to the log, and the MLflow UI reading the store no longer blocks the study
+writing to it. SQLite keeps the mode in the file, so every program that opens the store uses
+it. `settle` folds the log back into the file when a study's writing ends, so `mlflow.db` alone
+is complete (to copy or back up) and the log's files go once no process has the store open.
 """
 
 from __future__ import annotations
@@ -17,13 +25,14 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner._stores import creation_lock, driver_url, scheme_of, sqlite_path
+from tuner._stores import creation_lock, driver_url, on_network_filesystem, scheme_of, sqlite_path
 from tuner.errors import redact, require_extra
 
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch call
@@ -85,6 +94,10 @@ def _seed_sqlite(path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(template, tmp)
         try:
+            if not on_network_filesystem(path.parent):
+                with contextlib.suppress(sqlite3.Error), \
+                        contextlib.closing(sqlite3.connect(tmp)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
             with contextlib.suppress(FileExistsError):  # another process made it meanwhile
                 os.link(tmp, path)
         finally:
@@ -108,6 +121,22 @@ def _template() -> Path:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             os.link(db, template)
     return template
+
+
+def settle(client: MlflowClient | None, tracking_uri: str | None) -> None:
+    """Close `client`'s connections to a SQLite store and fold its write-ahead log (if any) into
+    the database file: the file alone then holds every run, and SQLite removes the log's files
+    if no other process has the store open. Waits at most a second for readers (the MLflow UI)
+    and never fails: the log is part of the store until it is folded in."""
+    path = sqlite_path(tracking_uri or "")
+    if path is None or not path.is_file():
+        return
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    with contextlib.suppress(Exception):  # MLflow's store may change shape: then it stays open
+        store.engine.dispose()  # type: ignore[union-attr]
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=1.0)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def experiment_named(client: MlflowClient, name: str) -> str:

@@ -83,6 +83,8 @@ class Tracker:
                 remote, self.remote = self.remote, None
                 self._background_base = remote.seconds
                 remote.close()
+            else:
+                _client.settle(self.client, self.tracking_uri)
         finally:
             self.seconds += time.perf_counter() - start
 
