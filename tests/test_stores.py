@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -272,3 +273,30 @@ def test_network_file_systems_are_found_by_the_longest_mount_point_that_holds_a_
     assert not on_network_filesystem(shared / "runs", mounts)  # a local mount inside it
     assert not on_network_filesystem(tmp_path / "shared dir2", mounts)  # a name, not a folder
     assert not on_network_filesystem(tmp_path, "")
+
+
+def test_checking_a_store_that_this_process_has_open_leaves_its_connections_working(
+        workdir: Path) -> None:
+    """A store is checked again for each study of one process (`tuner compare`, a notebook)
+    while MLflow's connections to it stay open. Opening and closing the file there dropped
+    their locks, so another process closing the store took itself for the last one and
+    removed the write-ahead log under them ("disk I/O error")."""
+    db = workdir / "mlflow.db"
+    status = ("import sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "print(db.execute('SELECT status FROM runs').fetchone()[0])\n"
+              "db.close()")
+
+    def status_seen_by_another_process() -> str:
+        return subprocess.run([sys.executable, "-c", status, str(db)], check=True, timeout=60,
+                              capture_output=True, text=True).stdout.strip()
+
+    tracker = Tracker(f"sqlite:///{db}", "locks")
+    try:
+        parent = tracker.start_study("s", {}, {}, None)
+        check_store(f"sqlite:///{db}", "locks")
+        assert status_seen_by_another_process() == "RUNNING"
+        tracker.end_run(parent, "FINISHED")
+        assert status_seen_by_another_process() == "FINISHED"
+    finally:
+        tracker.close()

@@ -50,12 +50,15 @@ def existing_folder(path: Path) -> Path:
     return folder
 
 
-# File systems where several hosts may open one file: SQLite's write-ahead log needs memory
-# shared by every process that opens the database, which such file systems cannot give.
+# File systems where another host (or the host of a virtual machine) may open the same file:
+# SQLite's write-ahead log needs memory shared by every process that opens the database,
+# which such file systems cannot give.
 _NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre",
     "gpfs", "beegfs", "orangefs", "davfs", "fuse.sshfs", "fuse.s3fs", "fuse.rclone",
-    "fuse.gcsfuse", "fuse.glusterfs", "fuse.ceph", "fuse.juicefs", "fuse.goofys", "fuse.davfs"})
+    "fuse.gcsfuse", "fuse.glusterfs", "fuse.ceph", "fuse.juicefs", "fuse.goofys", "fuse.davfs",
+    # shared folders of WSL 1, VirtualBox, Parallels, VMware and Docker Desktop
+    "drvfs", "vboxsf", "prl_fs", "vmhgfs", "fuse.vmhgfs-fuse", "fuse.grpcfuse"})
 
 
 def on_network_filesystem(path: Path, mounts: str | None = None) -> bool:

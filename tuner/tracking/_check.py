@@ -140,11 +140,12 @@ def _check_sqlite(path: Path, shown: str) -> None:
     if path.exists():
         if not path.is_file():
             raise StoreError(f"tracking store {shown}: {path} is not a file")
-        try:
-            os.close(os.open(path, os.O_RDWR))
-        except OSError as exc:
-            raise StoreError(f"tracking store {shown} is read-only ({exc.strerror}): MLflow "
-                             "cannot write its runs") from None
+        # Asked, not tried: opening and closing the file would drop the POSIX locks that this
+        # process's SQLite connections to it hold (a study run from Python, `tuner compare`),
+        # and another process could then take the store for its own and fold its log away.
+        if not os.access(path, os.W_OK):
+            raise StoreError(f"tracking store {shown} is read-only (no permission to write "
+                             "it): MLflow cannot write its runs")
         _check_writable(path.parent, f"the folder of tracking store {shown}")
     else:
         _check_writable(existing_folder(path), f"tracking store {shown} cannot be created: its "
