@@ -300,3 +300,26 @@ def test_checking_a_store_that_this_process_has_open_leaves_its_connections_work
         assert status_seen_by_another_process() == "FINISHED"
     finally:
         tracker.close()
+
+
+def test_the_study_writes_while_another_process_reads_the_store(workdir: Path) -> None:
+    """The MLflow UI reads the store while a study writes it: with SQLite's default journal a
+    reader's transaction held the study's commits back (up to MLflow's 20 s busy timeout)."""
+    db = workdir / "mlflow.db"
+    with Tracker(f"sqlite:///{db}", "readers") as tracker:
+        parent = tracker.start_study("s", {}, {}, None)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys, time\n"
+             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "db.execute('BEGIN')\n"
+             "db.execute('SELECT count(*) FROM runs').fetchone()\n"
+             "print('reading', flush=True)\n"
+             "time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+            tracker.end_run(parent, "FINISHED")
+            assert reader.poll() is None  # written while the reader still held its transaction
+        finally:
+            reader.kill()
+            reader.wait()
+        assert tracker.run_data(parent)[0]["tuner.role"] == "study"
