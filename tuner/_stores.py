@@ -57,8 +57,8 @@ _NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre",
     "gpfs", "beegfs", "orangefs", "davfs", "fuse.sshfs", "fuse.s3fs", "fuse.rclone",
     "fuse.gcsfuse", "fuse.glusterfs", "fuse.ceph", "fuse.juicefs", "fuse.goofys", "fuse.davfs",
-    # shared folders of WSL 1, VirtualBox, Parallels, VMware and Docker Desktop
-    "drvfs", "vboxsf", "prl_fs", "vmhgfs", "fuse.vmhgfs-fuse", "fuse.grpcfuse"})
+    # shared folders of WSL 1, VirtualBox, Parallels, VMware, Docker Desktop and other VMs
+    "drvfs", "vboxsf", "prl_fs", "vmhgfs", "fuse.vmhgfs-fuse", "fuse.grpcfuse", "virtiofs"})
 
 
 def on_network_filesystem(path: Path, mounts: str | None = None) -> bool:
