@@ -164,6 +164,41 @@ def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
         tracker.close()
 
 
+def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
+        tmp_path: Path) -> None:
+    """`tuner run` starts its writer before its own imports: a store that exists is checked
+    meanwhile (the study would wait ~50 ms for MLflow's schema check), a new one is made only
+    when the study asks (bad input must leave no store behind)."""
+    import sqlite3
+
+    from tuner.tracking import _writer
+
+    stores = {name: tmp_path / name / "mlflow.db" for name in ("existing", "stale", "new")}
+    for name, db in stores.items():
+        db.parent.mkdir()
+        if name != "new":
+            Tracker(f"sqlite:///{db}", "pre").close()
+    with sqlite3.connect(stores["stale"]) as stale:  # a schema this MLflow does not expect
+        stale.execute("UPDATE alembic_version SET version_num = '0c779009ac13'")
+    try:
+        for db in stores.values():
+            _writer.prestart(f"sqlite:///{db}", "pre", False)
+        writers = {name: _writer.prestarted_for(f"sqlite:///{db}", "pre")
+                   for name, db in stores.items()}
+        for name, writer in writers.items():
+            assert writer is not None
+            writer.drain()  # its imports are made, and what it did unasked
+            assert (writer.seconds > 0) == (name != "new"), name  # time spent checking
+        assert not stores["new"].exists()
+        assert writers["existing"].check("pre") is None
+        assert "has schema version 0c779009ac13" in str(writers["stale"].check("pre"))
+        assert writers["new"].check("pre") is None and stores["new"].exists()
+    finally:
+        for writer in _writer._prestarted.values():
+            writer.close()
+        _writer._prestarted.clear()
+
+
 def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process(
         workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer process started by a study itself makes its imports while the study waits

@@ -70,6 +70,20 @@ def check_store(tracking_uri: str | None, experiment: str | None = None,
         _check_writable(_local(location), f"the artifact folder of tracking store {shown}")
 
 
+def holds_a_store(tracking_uri: str | None) -> bool:
+    """Whether `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default) names an SQLite
+    file that already holds MLflow's tables: checking it then writes nothing, so it may be
+    checked before the study's own checks have passed."""
+    path = _sqlite_path(tracking_uri or str(mlflow.get_tracking_uri()))
+    if path is None or not path.is_file():
+        return False
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
+                          ).fetchone() is not None
+    return False
+
+
 def _check_server(uri: str, shown: str, timeout_s: float) -> None:
     parts = urllib.parse.urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -121,6 +121,7 @@ class ProcessWriter:
         self._refs = 0
         self._lock = threading.Lock()
         self.seconds = 0.0  # time the writer process spent in MLflow calls
+        self._outbox.put(("precheck", experiment))  # an existing store, checked meanwhile
 
     def _feed(self) -> None:
         while (item := self._outbox.get()) is not None:
