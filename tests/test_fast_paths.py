@@ -311,3 +311,19 @@ def test_logging_a_model_in_process_leaves_the_callers_tracking_uri_as_it_was(
                            f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]
+
+
+def test_waiting_for_the_writer_process_to_exit_is_bounded() -> None:
+    import subprocess
+    import sys
+
+    from tuner.tracking._writer import _exited
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert _exited(quick, timeout=30) and quick.returncode == 0
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not _exited(stuck, timeout=0.2)
+    finally:
+        stuck.kill()
+        stuck.wait()
