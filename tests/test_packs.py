@@ -138,6 +138,52 @@ def test_fit_trains_one_trial_as_the_textbook_loop_does(digits, one_thread) -> N
             **_options(3, None))
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu",
+                                        "selu", "silu"])
+def test_the_written_out_backward_pass_gives_autograds_gradients(activation: str) -> None:
+    """Every activation beside a padded sigmoid trial, with dropout masks or unit masks, a
+    ragged pack (rows past a trial's end count for nothing), class weights, and each loss."""
+    from types import SimpleNamespace
+
+    from tuner.space import Loss
+    from tuner.training._backward import forward_backward, written_out
+    from tuner.training._fit import RowLoss
+    from tuner.training._stack import SlotState, Stack, order_slots
+
+    generator = torch.Generator().manual_seed(0)
+    configs = [TrialConfig(units=(6, 5), activation=activation, dropout=0.3),
+               TrialConfig(units=(3, 5), activation="sigmoid")]
+    configs = [configs[i] for i in order_slots(configs)]
+    classes = SimpleNamespace(task="classification", class_weights=None)
+    weighted = SimpleNamespace(task="classification", class_weights=(0.5, 1.0, 2.0, 1.5))
+    values = SimpleNamespace(task="regression", class_weights=None)
+    scale = torch.tensor([[1 / 9] * 9, [1 / 6] * 6 + [0.0] * 3])
+    x = torch.randn(2, 9, 7, generator=generator)
+    for data, loss, outputs in [(classes, None, 4), (weighted, None, 4), (values, Loss("mse"), 1),
+                                (values, Loss("mae"), 1), (values, Loss("huber", 0.5), 1)]:
+        target = torch.randint(0, 4, (2, 9), generator=generator) if outputs > 1 else \
+            torch.randn(2, 9, generator=generator)
+        dropout = [torch.bernoulli(torch.full((2, 9, w), 0.7), generator=generator) / 0.7
+                   for w in (6, 5)]
+        for masks in (dropout, []):
+            states = [SlotState.initial(c, 7, outputs, seed=k) for k, c in enumerate(configs)]
+            graph, hand = (Stack(configs, states, 7, outputs, torch.device("cpu"))
+                           for _ in range(2))
+            assert written_out(hand) and hand.mask_units
+            row_loss = RowLoss(data, loss)  # type: ignore[arg-type]
+            rows = row_loss(graph.forward(x, masks), target)
+            (rows * scale).sum().backward()
+            hand_rows = forward_backward(hand, x, masks, row_loss, target, scale)
+            torch.testing.assert_close(hand_rows, rows.detach())
+            for mine, autograds in zip(hand.params, graph.params, strict=True):
+                assert mine.grad is not None and autograds.grad is not None
+                torch.testing.assert_close(mine.grad, autograds.grad, rtol=1e-5, atol=1e-7)
+                assert torch.count_nonzero(mine.grad) > 0
+    batch_norm = TrialConfig(units=(4,), batch_norm=True)
+    assert not written_out(Stack([batch_norm], [SlotState.initial(batch_norm, 7, 4, seed=0)], 7,
+                                 4, torch.device("cpu")))
+
+
 def test_training_loads_no_torch_optim_compiler() -> None:
     """torch.optim's first optimizer imports torch's compiler (1-3 s on a study's path); the
     final model's re-evaluation and refit train with `train` too, so none of it may load it."""

@@ -7,7 +7,7 @@ bookkeeping, the batch plan, the losses, and scoring a model's outputs (validati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -126,31 +126,62 @@ def criterion(data: Dataset, loss: Loss | None = None) -> nn.Module:
     return _RegressionLoss(nn.MSELoss())
 
 
-def row_losses(data: Dataset, loss: Loss | None = None
-               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss per row (the criterion with `reduction="none"`; class-weighted rows
-    carry their weight): out (..., outputs), target (...) -> (...)."""
-    if data.task == "classification":
-        weight = None if data.class_weights is None else torch.tensor(data.class_weights,
-                                                                      dtype=torch.float32)
+class RowLoss:
+    """The training loss per row: the criterion with `reduction="none"` (class-weighted rows
+    carry their weight), out (K, B, outputs), target (K, B) -> (K, B). Called, it records
+    autograd's graph; `value_and_grad` gives the rows' losses and the gradient of
+    `sum(scale * rows)` with respect to `out`, by the kernels autograd's backward calls, for
+    the stack's written-out backward pass."""
 
-        def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            w = None if weight is None else weight.to(out.device)
+    def __init__(self, data: Dataset, loss: Loss | None = None):
+        self.classification = data.task == "classification"
+        self.weight = None if data.class_weights is None or not self.classification else \
+            torch.tensor(data.class_weights, dtype=torch.float32)
+        self.name = loss.name if loss is not None else "mse"
+        self.delta = loss.huber_delta if loss is not None else 1.0
+
+    def __call__(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.classification:
+            w = None if self.weight is None else self.weight.to(out.device)
             flat = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]),
                                                target.reshape(-1), weight=w, reduction="none")
             return flat.view(target.shape)
-        return cross_entropy
-    name = loss.name if loss is not None else "mse"
-    delta = loss.huber_delta if loss is not None else 1.0
-
-    def regression(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred = out.squeeze(-1)
-        if name == "mae":
+        if self.name == "mae":
             return nn.functional.l1_loss(pred, target, reduction="none")
-        if name == "huber":
-            return nn.functional.huber_loss(pred, target, reduction="none", delta=delta)
+        if self.name == "huber":
+            return nn.functional.huber_loss(pred, target, reduction="none", delta=self.delta)
         return nn.functional.mse_loss(pred, target, reduction="none")
-    return regression
+
+    @torch.no_grad()
+    def value_and_grad(self, out: torch.Tensor, target: torch.Tensor, scale: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        aten = torch.ops.aten
+        if self.classification:  # cross_entropy is log_softmax, then nll_loss
+            w = None if self.weight is None else self.weight.to(out.device)
+            log_p = torch.log_softmax(out.reshape(-1, out.shape[-1]), dim=1)
+            flat_target = target.reshape(-1)
+            rows, total = aten.nll_loss_forward(log_p, flat_target, w, 0, -100)
+            grad = aten.nll_loss_backward(scale.reshape(-1), log_p, flat_target, w, 0, -100,
+                                          total)
+            grad = aten._log_softmax_backward_data(grad, log_p, 1, log_p.dtype)
+            return rows.view(target.shape), grad.view(out.shape)
+        pred = out.squeeze(-1)
+        if self.name == "mae":  # |pred - target|
+            diff = pred - target
+            rows, grad = diff.abs(), scale * diff.sgn()
+        elif self.name == "huber":
+            rows = nn.functional.huber_loss(pred, target, reduction="none", delta=self.delta)
+            grad = aten.huber_loss_backward(scale, pred, target, 0, self.delta)
+        else:
+            rows = nn.functional.mse_loss(pred, target, reduction="none")
+            grad = aten.mse_loss_backward(scale, pred, target, 0)
+        return rows, grad.unsqueeze(-1)
+
+
+def row_losses(data: Dataset, loss: Loss | None = None) -> RowLoss:
+    """The training loss per row (see `RowLoss`)."""
+    return RowLoss(data, loss)
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from tuner.data import Dataset, Split
 from tuner.space import EarlyStopping, Loss, TrialConfig
+from tuner.training._backward import forward_backward, written_out
 from tuner.training._device import on_device
 from tuner.training._fit import (
     _PERMUTE_LIMIT_BYTES,
@@ -242,6 +243,7 @@ class Pack:
         masks = [m.expand(-1, micro, -1).clone() for m in stack.unit_masks] \
             if dropout or stack.mask_units else []
         uniform = all(m == 1 for m in per_batch) and not ragged
+        by_hand = written_out(stack)
         sizes = torch.zeros((ticks, len(members)), device=self.device)
         denominators = [1.0] * len(members)
         contributions = []
@@ -268,18 +270,25 @@ class Pack:
                 if valid[k]:
                     self._mask(members[k], k, masks, valid[k],
                                t * micro % (per_batch[k] * micro), per_batch[k] > 1)
-            out = stack.forward(xb, [mask[:, :rows] for mask in masks])
-            per_row = self.row_loss(out, yb)
-            if ragged:  # rows past a member's end are not its rows
-                past = torch.arange(rows, device=self.device) >= torch.tensor(
-                    valid, device=self.device)[:, None]
-                per_row = per_row.masked_fill(past, 0.0)
-            if uniform and self.weights is None:
-                contribution = per_row.sum(dim=1) / rows
+            past = torch.arange(rows, device=self.device) >= torch.tensor(
+                valid, device=self.device)[:, None] if ragged else None
+            # What each trial's batch loss is divided by: its rows, or their class weights.
+            denominator = torch.tensor([float(rows)] * len(members) if uniform and
+                                       self.weights is None else denominators,
+                                       device=self.device)
+            batch_masks = [mask[:, :rows] for mask in masks]
+            if by_hand:  # d(batch loss)/d(row loss), as autograd's backward would compute it
+                scale = (1.0 / denominator)[:, None].expand(-1, rows)
+                if past is not None:
+                    scale = scale.masked_fill(past, 0.0)
+                per_row = forward_backward(stack, xb, batch_masks, self.row_loss, yb, scale)
             else:
-                contribution = per_row.sum(dim=1) / torch.tensor(denominators,
-                                                                 device=self.device)
-            contribution.sum().backward()
+                per_row = self.row_loss(stack.forward(xb, batch_masks), yb)
+            if past is not None:
+                per_row = per_row.masked_fill(past, 0.0)
+            contribution = per_row.sum(dim=1) / denominator
+            if not by_hand:
+                contribution.sum().backward()
             contributions.append(contribution.detach())
             stepping = [k for k in range(len(members)) if t <= last_tick[k] and (
                 (t + 1) % per_batch[k] == 0 or t == last_tick[k])]

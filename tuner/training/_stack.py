@@ -185,7 +185,7 @@ class Stack:
             z = torch.baddbmm(b, h, w)
             if self.batch_norm:
                 z = self._batch_norm(z, layer, training=True)
-            h = self._activate(z)
+            h = self.activate(z)
             mask = masks[layer] if layer < len(masks) else None
             if mask is not None:
                 h = h * mask
@@ -211,13 +211,13 @@ class Stack:
                     h = torch.baddbmm(b, h, w)
                 if self.batch_norm:
                     h = self._batch_norm(h, layer, training=False)
-                h = self._activate(h)
+                h = self.activate(h)
                 if self.mask_units:
                     h = h * self.unit_masks[layer]
             outs.append(torch.baddbmm(self.params[-1], h, self.params[-2]))
         return torch.cat(outs, dim=1) if outs else torch.empty(self.k, 0, 0)
 
-    def _activate(self, z: torch.Tensor) -> torch.Tensor:
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.runs) == 1:
             return ACTIVATION_FNS[self.runs[0][0]](z)
         return torch.cat([ACTIVATION_FNS[name](z[a:b]) for name, a, b in self.runs])
