@@ -28,15 +28,17 @@ def test_each_epoch_visits_every_training_row_exactly_once(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     space = load_space(write_space(workdir))
     data = load_dataset(space.data)
+    from tuner.training import _pack
+
     batches: list[torch.Tensor] = []
-    forward = Stack.forward
+    forward_backward = _pack.forward_backward
 
-    def record(self: Stack, x: torch.Tensor, *args: Any) -> torch.Tensor:
-        # The training forward pass of a (one-trial) stack sees exactly the rows of each batch.
+    def record(stack: Stack, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        # The training step of a (one-trial) stack sees exactly the rows of each batch.
         batches.append(x[0].detach().clone())
-        return forward(self, x, *args)
+        return forward_backward(stack, x, *args)
 
-    monkeypatch.setattr(Stack, "forward", record)
+    monkeypatch.setattr(_pack, "forward_backward", record)
     fit(TrialConfig(units=(16,), batch_size=100), data, max_epochs=2, early_stopping=None,
         seed=0)
     n = len(data.train)

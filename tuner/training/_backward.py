@@ -1,7 +1,7 @@
 """A training step's forward and backward passes written out for a stack without batch norm:
 each layer's gradient by the kernels autograd's backward would call (`threshold_backward` for
-ReLU, `bmm` for a batched matmul, ...), added to the parameters' `.grad` as autograd adds them,
-without recording a graph. A step of a small MLP is bound by the framework's fixed cost per
+ReLU, `bmm` for a batched matmul, ...), added to the parameters' `.grad` (the weights' by one
+fused `baddbmm_`), without recording a graph. A step of a small MLP is bound by the framework's fixed cost per
 operation, and autograd's engine and graph are a third of it (measured: 275 -> 185 us a step of
 two trials, two hidden layers of 128, batch 32, one core).
 
@@ -74,7 +74,7 @@ def forward_backward(stack: Stack, x: torch.Tensor, masks: Sequence[torch.Tensor
             if mask is not None:
                 grad = grad * mask
             grad = _activation_grad(stack, grad, pre[layer], post[layer])
-        w.grad.add_(torch.bmm(inputs[layer].transpose(1, 2), grad))
+        w.grad.baddbmm_(inputs[layer].transpose(1, 2), grad)
         b.grad.add_(grad.sum(dim=1, keepdim=True))
         if layer:
             grad = torch.bmm(grad, w.transpose(1, 2))

@@ -244,6 +244,7 @@ class Pack:
             if dropout or stack.mask_units else []
         uniform = all(m == 1 for m in per_batch) and not ragged
         by_hand = written_out(stack)
+        by_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         sizes = torch.zeros((ticks, len(members)), device=self.device)
         denominators = [1.0] * len(members)
         contributions = []
@@ -272,15 +273,14 @@ class Pack:
                                t * micro % (per_batch[k] * micro), per_batch[k] > 1)
             past = torch.arange(rows, device=self.device) >= torch.tensor(
                 valid, device=self.device)[:, None] if ragged else None
-            # What each trial's batch loss is divided by: its rows, or their class weights.
-            denominator = torch.tensor([float(rows)] * len(members) if uniform and
-                                       self.weights is None else denominators,
-                                       device=self.device)
+            if uniform and self.weights is None:  # the same for every batch of `rows` rows
+                if rows not in by_rows:
+                    by_rows[rows] = self._divisors([float(rows)] * len(members), rows, None)
+                denominator, scale = by_rows[rows]
+            else:
+                denominator, scale = self._divisors(denominators, rows, past)
             batch_masks = [mask[:, :rows] for mask in masks]
-            if by_hand:  # d(batch loss)/d(row loss), as autograd's backward would compute it
-                scale = (1.0 / denominator)[:, None].expand(-1, rows)
-                if past is not None:
-                    scale = scale.masked_fill(past, 0.0)
+            if by_hand:
                 per_row = forward_backward(stack, xb, batch_masks, self.row_loss, yb, scale)
             else:
                 per_row = self.row_loss(stack.forward(xb, batch_masks), yb)
@@ -299,6 +299,15 @@ class Pack:
         losses = (torch.stack(contributions) * sizes).sum(dim=0) / torch.tensor(
             stops, dtype=torch.float32, device=self.device)
         return [float(v) for v in losses.tolist()]
+
+    def _divisors(self, denominators: list[float], rows: int, past: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What each trial's batch loss is divided by (its rows, or their class weights), and
+        d(batch loss)/d(row loss) per row as autograd's backward computes it (rows past a
+        trial's end: 0)."""
+        denominator = torch.tensor(denominators, device=self.device)
+        scale = (1.0 / denominator)[:, None].expand(-1, rows)
+        return denominator, scale if past is None else scale.masked_fill(past, 0.0)
 
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The members' training rows as one table (x, y) and where each member's start (made
