@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tuner.training._grad import without_grad
 from tuner.training._stack import Stack
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def written_out(stack: Stack) -> bool:
     return not stack.batch_norm and all(name in _ACTIVATION_GRADS for name, _, _ in stack.runs)
 
 
-@torch.no_grad()
+@without_grad
 def forward_backward(stack: Stack, x: torch.Tensor, masks: Sequence[torch.Tensor | None],
                      loss: RowLoss, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """`stack.forward(x, masks)`, the rows' losses against `target`, and the gradient of

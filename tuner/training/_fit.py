@@ -17,6 +17,7 @@ from torch import nn
 
 from tuner.data import Dataset, Split, classification_metrics, regression_metrics
 from tuner.space import EarlyStopping, Loss, TrialConfig, is_better
+from tuner.training._grad import without_grad
 
 _EVAL_BATCH = 8192
 # Up to this size the rows are permuted once per epoch and batches are contiguous slices
@@ -153,7 +154,7 @@ class RowLoss:
             return nn.functional.huber_loss(pred, target, reduction="none", delta=self.delta)
         return nn.functional.mse_loss(pred, target, reduction="none")
 
-    @torch.no_grad()
+    @without_grad
     def value_and_grad(self, out: torch.Tensor, target: torch.Tensor, scale: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         aten = torch.ops.aten

@@ -20,6 +20,7 @@ epoch by epoch, and each trial's result means what it would mean trained alone b
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -245,58 +246,62 @@ class Pack:
         uniform = all(m == 1 for m in per_batch) and not ragged
         by_hand = written_out(stack)
         by_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        sizes = torch.zeros((ticks, len(members)), device=self.device)
+        sizes = [[0.0] * len(members) for _ in range(ticks)]  # a tensor once the epoch ends
         denominators = [1.0] * len(members)
         contributions = []
-        for t in range(ticks):
-            start, end = t * micro, min(t * micro + micro, stop)
-            rows = end - start
-            valid = [max(0, min(end, s) - start) for s in stops]
-            if permute:
-                xb, yb = xs[:, start:end], ys[:, start:end]
-            else:
-                idx = orders[:, start:end]
-                xb, yb = x[idx], y[idx]
-            for k, m in enumerate(members):
-                if t % per_batch[k] == 0 and t <= last_tick[k]:  # a batch starts
-                    first = t * micro
-                    last = min(first + per_batch[k] * micro, stops[k])
-                    sizes[t:t + per_batch[k], k] = float(last - first)
-                    if not uniform or self.weights is not None:
-                        denominators[k] = self._denominator(y, orders[k, first:last],
-                                                            last - first)
-                    if k in dropout and per_batch[k] > 1:
-                        m.noise = self._noise(m, last - first)
-            for k in dropout:
-                if valid[k]:
-                    self._mask(members[k], k, masks, valid[k],
-                               t * micro % (per_batch[k] * micro), per_batch[k] > 1)
-            past = torch.arange(rows, device=self.device) >= torch.tensor(
-                valid, device=self.device)[:, None] if ragged else None
-            if uniform and self.weights is None:  # the same for every batch of `rows` rows
-                if rows not in by_rows:
-                    by_rows[rows] = self._divisors([float(rows)] * len(members), rows, None)
-                denominator, scale = by_rows[rows]
-            else:
-                denominator, scale = self._divisors(denominators, rows, past)
-            batch_masks = [mask[:, :rows] for mask in masks]
-            if by_hand:
-                per_row = forward_backward(stack, xb, batch_masks, self.row_loss, yb, scale)
-            else:
-                per_row = self.row_loss(stack.forward(xb, batch_masks), yb)
-            if past is not None:
-                per_row = per_row.masked_fill(past, 0.0)
-            contribution = per_row.sum(dim=1) / denominator
-            if not by_hand:
-                contribution.sum().backward()
-            contributions.append(contribution.detach())
-            stepping = [k for k in range(len(members)) if t <= last_tick[k] and (
-                (t + 1) % per_batch[k] == 0 or t == last_tick[k])]
-            for k in stepping:
-                stack.step(k, members[k].lr, first=members[k].steps == 0)
-                members[k].after_step()
-            stack.zero_grad(None if len(stepping) == len(members) else stepping)
-        losses = (torch.stack(contributions) * sizes).sum(dim=0) / torch.tensor(
+        # The written-out step needs no graph: one `no_grad` for the epoch, not one per call.
+        with torch.no_grad() if by_hand else contextlib.nullcontext():
+            for t in range(ticks):
+                start, end = t * micro, min(t * micro + micro, stop)
+                rows = end - start
+                valid = [max(0, min(end, s) - start) for s in stops]
+                if permute:
+                    xb, yb = xs[:, start:end], ys[:, start:end]
+                else:
+                    idx = orders[:, start:end]
+                    xb, yb = x[idx], y[idx]
+                for k, m in enumerate(members):
+                    if t % per_batch[k] == 0 and t <= last_tick[k]:  # a batch starts
+                        first = t * micro
+                        last = min(first + per_batch[k] * micro, stops[k])
+                        for tick in range(t, min(t + per_batch[k], ticks)):
+                            sizes[tick][k] = float(last - first)
+                        if not uniform or self.weights is not None:
+                            denominators[k] = self._denominator(y, orders[k, first:last],
+                                                                last - first)
+                        if k in dropout and per_batch[k] > 1:
+                            m.noise = self._noise(m, last - first)
+                for k in dropout:
+                    if valid[k]:
+                        self._mask(members[k], k, masks, valid[k],
+                                   t * micro % (per_batch[k] * micro), per_batch[k] > 1)
+                past = torch.arange(rows, device=self.device) >= torch.tensor(
+                    valid, device=self.device)[:, None] if ragged else None
+                if uniform and self.weights is None:  # the same for every batch of `rows` rows
+                    if rows not in by_rows:
+                        by_rows[rows] = self._divisors([float(rows)] * len(members), rows, None)
+                    denominator, scale = by_rows[rows]
+                else:
+                    denominator, scale = self._divisors(denominators, rows, past)
+                batch_masks = [mask[:, :rows] for mask in masks]
+                if by_hand:
+                    per_row = forward_backward(stack, xb, batch_masks, self.row_loss, yb, scale)
+                else:
+                    per_row = self.row_loss(stack.forward(xb, batch_masks), yb)
+                if past is not None:
+                    per_row = per_row.masked_fill(past, 0.0)
+                contribution = per_row.sum(dim=1) / denominator
+                if not by_hand:
+                    contribution.sum().backward()
+                contributions.append(contribution if by_hand else contribution.detach())
+                stepping = [k for k in range(len(members)) if t <= last_tick[k] and (
+                    (t + 1) % per_batch[k] == 0 or t == last_tick[k])]
+                for k in stepping:
+                    stack.step(k, members[k].lr, first=members[k].steps == 0)
+                    members[k].after_step()
+                stack.zero_grad(None if len(stepping) == len(members) else stepping)
+        losses = (torch.stack(contributions) * torch.tensor(sizes, device=self.device)
+                  ).sum(dim=0) / torch.tensor(
             stops, dtype=torch.float32, device=self.device)
         return [float(v) for v in losses.tolist()]
 

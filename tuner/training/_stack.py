@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.space import TrialConfig
+from tuner.training._grad import without_grad
 from tuner.training._model import build_mlp
 
 ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -238,7 +239,7 @@ class Stack:
 
     # --- optimizer ------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @without_grad
     def step(self, k: int, lr: float, first: bool) -> None:
         """Trial k's optimizer step with learning rate `lr`, as its own optimizer takes it
         (`first`: its first step, when SGD's momentum buffer starts as the gradient)."""
@@ -263,7 +264,7 @@ class Stack:
             _rmsprop(views.params, views.grads, views.opt["square_avg"],
                      views.opt["momentum_buffer"], lr, config.momentum, config.weight_decay)
 
-    @torch.no_grad()
+    @without_grad
     def zero_grad(self, slots: Sequence[int] | None = None) -> None:
         """Zero the gradients of every slot (None) or of some slots."""
         grads = [p.grad for p in self.params if p.grad is not None] if slots is None else \
