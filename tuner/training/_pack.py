@@ -245,6 +245,8 @@ class Pack:
             if dropout or stack.mask_units else []
         uniform = all(m == 1 for m in per_batch) and not ragged
         by_hand = written_out(stack)
+        # What each trial's batch loss is divided by (its rows, or their class weights), and
+        # the step's d(batch loss)/d(row loss), per batch size.
         by_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         sizes = [[0.0] * len(members) for _ in range(ticks)]  # a tensor once the epoch ends
         denominators = [1.0] * len(members)
@@ -277,14 +279,18 @@ class Pack:
                                    t * micro % (per_batch[k] * micro), per_batch[k] > 1)
                 past = torch.arange(rows, device=self.device) >= torch.tensor(
                     valid, device=self.device)[:, None] if ragged else None
+                scale: torch.Tensor | None
                 if uniform and self.weights is None:  # the same for every batch of `rows` rows
                     if rows not in by_rows:
-                        by_rows[rows] = self._divisors([float(rows)] * len(members), rows, None)
+                        divisor = torch.full((len(members),), float(rows), device=self.device)
+                        by_rows[rows] = divisor, _row_scale(divisor, rows, None)
                     denominator, scale = by_rows[rows]
                 else:
-                    denominator, scale = self._divisors(denominators, rows, past)
+                    denominator = torch.tensor(denominators, device=self.device)
+                    scale = _row_scale(denominator, rows, past) if by_hand else None
                 batch_masks = [mask[:, :rows] for mask in masks]
                 if by_hand:
+                    assert scale is not None
                     per_row = forward_backward(stack, xb, batch_masks, self.row_loss, yb, scale)
                 else:
                     per_row = self.row_loss(stack.forward(xb, batch_masks), yb)
@@ -304,15 +310,6 @@ class Pack:
                   ).sum(dim=0) / torch.tensor(
             stops, dtype=torch.float32, device=self.device)
         return [float(v) for v in losses.tolist()]
-
-    def _divisors(self, denominators: list[float], rows: int, past: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What each trial's batch loss is divided by (its rows, or their class weights), and
-        d(batch loss)/d(row loss) per row as autograd's backward computes it (rows past a
-        trial's end: 0)."""
-        denominator = torch.tensor(denominators, device=self.device)
-        scale = (1.0 / denominator)[:, None].expand(-1, rows)
-        return denominator, scale if past is None else scale.masked_fill(past, 0.0)
 
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The members' training rows as one table (x, y) and where each member's start (made
@@ -383,3 +380,10 @@ def fit_packed(trials: Sequence[PackedTrial], data: Dataset, **options: Any
         for item in pack.run_epoch():
             done[id(item.trial)] = item
     return [done[id(t)] for t in trials]
+
+
+def _row_scale(denominator: torch.Tensor, rows: int, past: torch.Tensor | None) -> torch.Tensor:
+    """d(batch loss)/d(row loss) per trial and row, as autograd's backward computes it: one over
+    the trial's denominator, 0 for rows past the trial's end."""
+    scale = (1.0 / denominator)[:, None].expand(-1, rows)
+    return scale if past is None else scale.masked_fill(past, 0.0)
