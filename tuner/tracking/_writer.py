@@ -82,7 +82,7 @@ class RunRef:
 
 
 class ProcessWriter:
-    """Trial runs written by a process of their own, so the MLflow store's Python work (~50 ms
+    """Trial runs written by a process of their own, so the MLflow store's Python work (10-20 ms
     a trial on SQLite) holds another interpreter's lock, not the training's; model logging goes
     there too, its imports made while the trials train.
 
