@@ -180,11 +180,6 @@ class RowLoss:
         return rows, grad.unsqueeze(-1)
 
 
-def row_losses(data: Dataset, loss: Loss | None = None) -> RowLoss:
-    """The training loss per row (see `RowLoss`)."""
-    return RowLoss(data, loss)
-
-
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs for x, in batches, on the model's device."""
     model.eval()

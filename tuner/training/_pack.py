@@ -37,10 +37,10 @@ from tuner.training._fit import (
     Callback,
     FitResult,
     NonFiniteLoss,
+    RowLoss,
     Watch,
     batch_plan,
     criterion,
-    row_losses,
     score,
 )
 from tuner.training._stack import SlotState, Stack, order_slots
@@ -129,7 +129,7 @@ class Pack:
         self.early_stopping = early_stopping
         self.monitor, self.direction = monitor, monitor_direction
         self.micro = micro
-        self.row_loss = row_losses(self.data, loss)
+        self.row_loss = RowLoss(self.data, loss)
         self.loss_fn = criterion(self.data, loss).to(self.device)
         self.weights = None if self.data.class_weights is None or self.data.task != \
             "classification" else torch.tensor(self.data.class_weights, device=self.device)
@@ -299,7 +299,7 @@ class Pack:
                 contribution = per_row.sum(dim=1) / denominator
                 if not by_hand:
                     contribution.sum().backward()
-                contributions.append(contribution if by_hand else contribution.detach())
+                contributions.append(contribution.detach())
                 stepping = [k for k in range(len(members)) if t <= last_tick[k] and (
                     (t + 1) % per_batch[k] == 0 or t == last_tick[k])]
                 for k in stepping:
