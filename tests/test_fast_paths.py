@@ -201,6 +201,34 @@ def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
         _writer._prestarted.clear()
 
 
+def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
+        tmp_path: Path) -> None:
+    """`tuner run` reaches the store check before its writer process has made MLflow's imports
+    (the data needs no scikit-learn): the views page's imports are made while the check runs
+    there, not before it is asked nor after it answers."""
+    from tuner.tracking import _writer, check_store
+
+    db = tmp_path / "mlflow.db"
+    seen: list[bool] = []
+
+    def meanwhile() -> None:  # the new store appears while this runs: the check was asked
+        deadline = time.monotonic() + 60
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(db.exists())
+
+    try:
+        _writer.prestart(f"sqlite:///{db}", "meanwhile", False)
+        check_store(f"sqlite:///{db}", "meanwhile", meanwhile=meanwhile)
+    finally:
+        for writer in _writer._prestarted.values():
+            writer.close()
+        _writer._prestarted.clear()
+    assert seen == [True]
+    check_store(f"sqlite:///{tmp_path / 'here.db'}", "meanwhile", meanwhile=meanwhile)
+    assert seen == [True], "without a writer process this process checks: nothing to overlap"
+
+
 def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process(
         workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer process started by a study itself makes its imports while the study waits

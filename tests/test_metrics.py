@@ -142,3 +142,15 @@ def test_class_weights_enter_the_training_loss() -> None:
 
     loss = criterion(data)
     assert torch.equal(loss.weight, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_average_ranks_are_scipys_rankdata() -> None:
+    from scipy.stats import rankdata
+
+    from tuner.data._metrics import average_ranks
+
+    rng = np.random.default_rng(11)
+    values = np.round(rng.normal(size=(200, 4)), 1)  # many ties
+    values[5, 2] = np.nan  # a column with NaN ranks NaN throughout
+    np.testing.assert_array_equal(average_ranks(values), rankdata(values, axis=0))
+    assert np.isnan(average_ranks(values)[:, 2]).all()

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.data._preprocess import Preprocessor, Scaler, Table, class_weights, clean, fit_preprocessor
 from tuner.data._preprocess import oversample as oversample_rows
 from tuner.data._sources import read_source, signature
+from tuner.data._splits import k_folds, split_off
 from tuner.errors import DataError
 from tuner.space import DataSpec
 
@@ -135,21 +135,19 @@ def _split(table: Table, rows: np.ndarray, share: float, spec: DataSpec,
            what: str) -> tuple[np.ndarray, np.ndarray]:
     stratify = table.y[rows] if spec.task == "classification" else None
     try:
-        keep, taken = train_test_split(rows, test_size=share, random_state=spec.seed,
-                                       stratify=stratify)
+        keep, taken = split_off(len(rows), share, spec.seed, stratify)
     except ValueError as exc:
         raise DataError(f"{table.origin}: cannot split {_rows(len(rows))}{_dropped(table)} into "
                         f"train and {what}: {_first_line(exc)}") from None
     # File order within a split: `interpolate` fills gaps from neighbouring rows.
-    return np.sort(keep), np.sort(taken)
+    return np.sort(rows[keep]), np.sort(rows[taken])
 
 
 def _folds(table: Table, rows: np.ndarray, spec: DataSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     k = spec.cv_folds
-    splitter = (StratifiedKFold if spec.task == "classification" else KFold)(
-        n_splits=k, shuffle=True, random_state=spec.seed)
+    stratify = table.y[rows] if spec.task == "classification" else None
     try:
-        return [(rows[np.sort(a)], rows[np.sort(b)]) for a, b in splitter.split(rows, table.y[rows])]
+        return [(rows[a], rows[b]) for a, b in k_folds(len(rows), k, spec.seed, stratify)]
     except ValueError as exc:
         raise DataError(f"{table.origin}: cannot make {k} cross-validation folds of "
                         f"{_rows(len(rows))}{_dropped(table)}: {_first_line(exc)}") from None

@@ -9,19 +9,17 @@ applied unchanged to validation, test and, later, raw rows sent to the logged mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-from sklearn.utils.class_weight import compute_class_weight
 
 from tuner.data._sources import RawData, _listing, columns_of
 from tuner.errors import DataError
 from tuner.space import DataSpec
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 _IMPUTING = ("mean", "median", "most_frequent", "constant", "interpolate")
 
@@ -226,6 +224,9 @@ def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
             width = x.shape[1]
             return Preprocessor(Scaler(np.zeros(width), np.full(width, table.pixel_scale)))
         return Preprocessor(Scaler.fit(np.asarray(x, dtype=np.float64)))
+    # scikit-learn for tables only: numeric arrays (the bundled sets, images) start without it.
+    from sklearn.compose import ColumnTransformer
+
     transformers = []
     if table.numeric:
         transformers.append(("numeric", _numeric_steps(spec), list(table.numeric)))
@@ -239,6 +240,10 @@ def fit_preprocessor(table: Table, x: Any, spec: DataSpec) -> Preprocessor:
 
 
 def _numeric_steps(spec: DataSpec) -> Pipeline:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
     steps: list[tuple[str, Any]] = [("float", FunctionTransformer(as_float))]
     strategy = spec.missing
     if strategy == "interpolate":
@@ -253,6 +258,10 @@ def _numeric_steps(spec: DataSpec) -> Pipeline:
 
 
 def _categorical_steps(spec: DataSpec) -> Pipeline:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
     steps: list[tuple[str, Any]] = [("text", FunctionTransformer(as_text))]
     if spec.missing == "constant":
         fill = spec.fill_value if isinstance(spec.fill_value, str) else "missing"
@@ -282,8 +291,9 @@ def class_weights(spec: DataSpec, y: np.ndarray, classes: tuple[str, ...],
         return None
     k = len(classes)
     if wanted == "balanced":
-        present = np.unique(y)
-        values = compute_class_weight("balanced", classes=present, y=y)
+        # scikit-learn's "balanced" weights: rows / (classes present * rows of the class).
+        present, counts = np.unique(y, return_counts=True)
+        values = len(y) / (len(present) * counts.astype(np.float64))
         out = np.ones(k)
         out[present] = values
         return tuple(float(v) for v in out)

@@ -7,6 +7,7 @@ Nothing is downloaded. Every problem with a file is a one-line `DataError` namin
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -15,18 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import datasets
 
 from tuner.errors import DataError
 from tuner.space import DataSpec
 
-_BUNDLED = {
-    "digits": datasets.load_digits,
-    "iris": datasets.load_iris,
-    "wine": datasets.load_wine,
-    "breast_cancer": datasets.load_breast_cancer,
-    "diabetes": datasets.load_diabetes,
-}
 # IDX element types (the third byte of the magic number) -> numpy dtype (big-endian).
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -70,11 +63,7 @@ def signature(spec: DataSpec) -> tuple[Any, ...]:
 
 def read_source(spec: DataSpec) -> RawData:
     if spec.kind == "bundled":
-        bunch = _BUNDLED[spec.source]()
-        names = getattr(bunch, "target_names", None)
-        return RawData(np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target),
-                       f"{spec.source} (bundled)",
-                       class_names=tuple(str(c) for c in names) if names is not None else ())
+        return _bundled(spec.source)
     if spec.kind == "synthetic":
         return _synthetic(spec)
     assert spec.path is not None  # the space parser requires it for file sources
@@ -90,7 +79,36 @@ def read_source(spec: DataSpec) -> RawData:
     return _table(path, spec)
 
 
+def _bundled(name: str) -> RawData:
+    """A data set that ships with scikit-learn. Digits, the default space's, is read from its
+    file as `load_digits` reads it, without importing scikit-learn (most of a second)."""
+    origin = f"{name} (bundled)"
+    digits = _sklearn_data_file("digits.csv.gz") if name == "digits" else None
+    if digits is not None:
+        with gzip.open(digits, "rt", encoding="utf-8") as lines:
+            table = np.loadtxt(lines, delimiter=",")
+        return RawData(table[:, :-1], table[:, -1].astype(int), origin,
+                       class_names=tuple(str(c) for c in range(10)))
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    names = getattr(bunch, "target_names", None)
+    return RawData(np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target), origin,
+                   class_names=tuple(str(c) for c in names) if names is not None else ())
+
+
+def _sklearn_data_file(name: str) -> Path | None:
+    """A file of scikit-learn's bundled data, found without importing scikit-learn; None if
+    it is not where `sklearn.datasets` keeps it."""
+    found = importlib.util.find_spec("sklearn")
+    folders = list(found.submodule_search_locations or []) if found is not None else []
+    return next((p for f in folders if (p := Path(f) / "datasets" / "data" / name).is_file()),
+                None)
+
+
 def _synthetic(spec: DataSpec) -> RawData:
+    from sklearn import datasets
+
     s = spec.synthetic
     assert s is not None
     origin = f"synthetic ({s.samples} rows, {s.features} features, seed {s.seed})"

@@ -192,6 +192,16 @@ def _log_artifacts(runs: StudyRuns, study: optuna.Study, space: Space, chosen: F
     })
 
 
+def load_views() -> None:
+    """Import what the views page needs (Optuna's fANOVA with scikit-learn, plotly: about a
+    second), where this process would otherwise wait: while `tuner run`'s writer process
+    checks the store, which takes as long as MLflow's imports there."""
+    from tuner.analysis import study_views  # noqa: F401
+    from tuner.search import plotly_optuna_views
+
+    plotly_optuna_views()
+
+
 def _views_page(study: optuna.Study) -> dict[str, str | bytes]:
     """The interactive views page only: the PNGs take seconds of matplotlib (`tuner report`)."""
     from tuner.analysis import study_views  # plotting loads when a study ends

@@ -20,7 +20,7 @@ from tuner import _collector as collector
 from tuner.data import load_dataset
 from tuner.errors import check_name
 from tuner.execution._dask import run_on_dask
-from tuner.execution._finish import finish_study
+from tuner.execution._finish import finish_study, load_views
 from tuner.execution._loop import show, stop_on_signals, work
 from tuner.execution._options import RunOptions, StudyResult
 from tuner.execution._progress import StudyProgress
@@ -72,7 +72,8 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     name = options.study_name or default_study_name(space, strategy, seed)
     check_name("study_name", name, "the default study name (from the space's name)")
     if options.tracking:  # an unusable MLflow store fails in seconds, before the study exists
-        check_store(options.tracking_uri, options.experiment or space.name)
+        check_store(options.tracking_uri, options.experiment or space.name,
+                    meanwhile=load_views if options.views and not space.multi else None)
     storage = open_storage(options.storage, options.storage_retry_s)
     known = check_warm_start(storage, name, space, options)  # before anything is written
     handle = open_study(storage, name, space, strategy, seed, sampler,

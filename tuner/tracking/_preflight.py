@@ -4,16 +4,21 @@ never imports MLflow), else in this process (`_check`, which says what is checke
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tuner.tracking._errors import StoreError
 from tuner.tracking._writer import prestarted_for
 
 
-def check_store(tracking_uri: str | None, experiment: str | None = None) -> None:
+def check_store(tracking_uri: str | None, experiment: str | None = None,
+                meanwhile: Callable[[], None] | None = None) -> None:
     """Raise `StoreError` (one line, no password) unless the tracking store can be reached and
-    written, and the folder the experiment's artifacts go to too."""
+    written, and the folder the experiment's artifacts go to too. `meanwhile`: work for this
+    process while a writer process checks (which takes as long as MLflow's imports there);
+    not called where this process checks itself."""
     writer = prestarted_for(tracking_uri, experiment)
     if writer is not None:
-        problem = writer.check(experiment)
+        problem = writer.check(experiment, meanwhile)
         if problem is not None:
             raise StoreError(problem)
         return

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -145,10 +146,11 @@ class ProcessWriter:
               params: list[tuple[str, str]]) -> None:
         self._outbox.put(("write", ref, metrics, tags, status, params))
 
-    def check(self, experiment: str | None) -> str | None:
+    def check(self, experiment: str | None, meanwhile: Callable[[], None] | None = None
+              ) -> str | None:
         """Check the store before the study exists (see `_check.check_store`): what is wrong
-        with it, in one line, or None."""
-        found = self._ask(("check", experiment))
+        with it, in one line, or None. `meanwhile` runs here while the process checks."""
+        found = self._ask(("check", experiment), meanwhile)
         return None if found is None else str(found)
 
     def open(self, experiment: str) -> tuple[str, str]:
@@ -190,9 +192,12 @@ class ProcessWriter:
                 self._process.kill()
             self._in.close()
 
-    def _ask(self, request: tuple[Any, ...]) -> Any:
+    def _ask(self, request: tuple[Any, ...], meanwhile: Callable[[], None] | None = None
+             ) -> Any:
         with self._lock:  # one question at a time, so each reply is the answer to it
             self._outbox.put(request)
+            if meanwhile is not None:
+                meanwhile()
             while not self._in.poll(1.0):
                 if self._broken or self._process.poll() is not None:
                     raise RuntimeError("the MLflow writer process ended unexpectedly (exit "
