@@ -245,9 +245,12 @@ class Pack:
             if dropout or stack.mask_units else []
         uniform = all(m == 1 for m in per_batch) and not ragged
         by_hand = written_out(stack)
-        # What each trial's batch loss is divided by (its rows, or their class weights), and
-        # the step's d(batch loss)/d(row loss), per batch size.
-        by_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Per tick pattern (rows, each trial's denominator, rows past its end): the rows past
+        # each trial's end, what its batch loss is divided by (its rows, or their class
+        # weights) and the step's d(batch loss)/d(row loss). Made once: a pack of several
+        # batch sizes repeats a few patterns, and each tensor made is a fixed cost per tick.
+        patterns: dict[tuple[Any, ...], tuple[torch.Tensor | None, torch.Tensor,
+                                              torch.Tensor | None]] = {}
         sizes = [[0.0] * len(members) for _ in range(ticks)]  # a tensor once the epoch ends
         denominators = [1.0] * len(members)
         contributions = []
@@ -277,17 +280,16 @@ class Pack:
                     if valid[k]:
                         self._mask(members[k], k, masks, valid[k],
                                    t * micro % (per_batch[k] * micro), per_batch[k] > 1)
-                past = torch.arange(rows, device=self.device) >= torch.tensor(
-                    valid, device=self.device)[:, None] if ragged else None
-                scale: torch.Tensor | None
-                if uniform and self.weights is None:  # the same for every batch of `rows` rows
-                    if rows not in by_rows:
-                        divisor = torch.full((len(members),), float(rows), device=self.device)
-                        by_rows[rows] = divisor, _row_scale(divisor, rows, None)
-                    denominator, scale = by_rows[rows]
-                else:
-                    denominator = torch.tensor(denominators, device=self.device)
-                    scale = _row_scale(denominator, rows, past) if by_hand else None
+                divisors = [float(rows)] * len(members) if uniform and self.weights is None \
+                    else denominators
+                pattern = (rows, *divisors, *(valid if ragged else ()))
+                if pattern not in patterns:
+                    past = torch.arange(rows, device=self.device) >= torch.tensor(
+                        valid, device=self.device)[:, None] if ragged else None
+                    divisor = torch.tensor(divisors, device=self.device)
+                    patterns[pattern] = (past, divisor, _row_scale(divisor, rows, past)
+                                         if by_hand else None)
+                past, denominator, scale = patterns[pattern]
                 batch_masks = [mask[:, :rows] for mask in masks]
                 if by_hand:
                     assert scale is not None
