@@ -14,8 +14,9 @@ per-trial cost of an instant objective, which is a slope (its fixed costs cancel
   one trial at a time (`--pack 1`), one core, 3 study seeds, and the best values they reach; the
   pack machinery alone on a fixed model (16 trials, 64-64-64-10, batch 32), where no padding
   is wasted.
-- tracking_cost: tracking's share of a default-study's wall time (on / off, same study), and the
-  per-trial cost of an instant custom objective with tracking on.
+- tracking_cost: tracking's share of a default-study's wall time (on / off, same study), the same
+  for an 80-trial study run from Python (its trial runs handed over to a writer process, or a
+  writer thread alone), and the per-trial cost of an instant custom objective with tracking on.
 - gpu: packed vs one-at-a-time trials per second on CUDA (only where a GPU is present).
 """
 
@@ -245,6 +246,26 @@ def tracking_cost(results: Results, quick: bool = False) -> None:
                         share, "%", "<= 3%", share <= 3.0, f"on {statistics.median(on):.2f} s, "
                         f"off {statistics.median(off):.2f} s; {len(on)} pairs, each "
                         f"{min(shares):.1f} to {max(shares):.1f}%"))
+
+    # A longer study from Python (80 trials, ~7 s): its trial runs handed over to a writer
+    # process once enough of it is left, against the thread alone, against no tracking.
+    from tuner.tracking import _handover
+
+    longer: dict[str, list[float]] = {"hand-over": [], "thread": [], "off": []}
+    for i in range(1 if quick else 3):
+        for variant in longer if i % 2 == 0 else list(longer)[::-1]:
+            _handover.MIN_REMAINING_S = 1e9 if variant == "thread" else 3.0
+            longer[variant].append(_study(None, 20 + i, folder, trials=80,
+                                          tracking=variant != "off").wall_s)
+    _handover.MIN_REMAINING_S = 3.0
+    off_long = statistics.median(longer["off"])
+    for variant, how in (("hand-over", "handed over to a writer process"),
+                         ("thread", "a writer thread alone")):
+        on_long = statistics.median(longer[variant])
+        share = 100 * (on_long - off_long) / on_long
+        results.add(Row("tracking", f"tracking's share, 80-trial study from Python, {how}",
+                        share, "%", "", None, f"on {on_long:.2f} s, off {off_long:.2f} s; "
+                        f"{len(longer[variant])} runs each"))
 
     space = parse_space(INSTANT, file=str(folder / "instant.yaml"))
 

@@ -248,6 +248,109 @@ def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process
     assert len(result.studies) == 2 and len(result.trials) == 2
 
 
+SLOW_OBJECTIVE = """\
+name: {name}
+model: custom
+objective: {{metric: score, direction: maximize}}
+training: {{max_epochs: 1, early_stopping: false}}
+study: {{strategy: random, trials: {trials}, seed: 0, pruner: none}}
+params:
+  x: {{type: float, low: 0, high: 1}}
+"""
+
+
+def _slow_study(tmp_path: Path, name: str, trials: int, pause_s: float) -> tuple[Any, str]:
+    """A study run from Python whose trials take `pause_s` each; (its result, its store)."""
+    from tuner import RunOptions, parse_space, run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def objective(params: dict[str, Any], reporter: Any) -> float:
+        time.sleep(pause_s)
+        return float(params["x"])
+
+    space = parse_space(SLOW_OBJECTIVE.format(name=name, trials=trials),
+                        file=str(tmp_path / "slow.yaml"))
+    result = run_study(space, RunOptions(storage=str(tmp_path / f"{name}.journal"),
+                                         tracking_uri=uri, progress=False, views=False,
+                                         log_model=False, threads=1), objective=objective)
+    return result, uri
+
+
+def _trial_runs(uri: str, experiment: str) -> list[Any]:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+
+
+def test_a_study_run_from_python_hands_its_trial_runs_over_to_a_writer_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer thread's MLflow work holds the training's interpreter lock; a study from Python
+    with enough left (judged on its trials so far) starts a writer process, and the trial runs
+    that start once it has the store open are written there, to their end, as the thread
+    writes them."""
+    from tuner.tracking import _handover, _writer
+
+    created: list[int] = []
+    create = _writer.ProcessWriter.create
+
+    def counted(self: Any, *args: Any) -> int:
+        ref = create(self, *args)
+        created.append(ref)
+        return ref
+
+    monkeypatch.setattr(_writer.ProcessWriter, "create", counted)
+    monkeypatch.setattr(_handover, "spare_core", lambda threads: True)  # the suite's machine
+    monkeypatch.setattr(_handover, "MIN_REMAINING_S", 0.5)
+    result, uri = _slow_study(tmp_path, "handed", trials=100, pause_s=0.06)
+    runs = _trial_runs(uri, "handed")
+    assert result.n_complete == 100 and len(runs) == 100
+    assert 0 < len(created) < 100, "the first runs are the thread's, the later ones the process's"
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all("x" in r.data.params and "objective" in r.data.metrics for r in runs)
+    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == list(range(100))
+
+
+def test_a_hand_over_that_is_not_ready_when_the_study_ends_is_ended_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.tracking import _handover, _writer
+
+    started: list[Any] = []
+    init = _writer.ProcessWriter.__init__
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(_writer.ProcessWriter, "__init__", keep)
+    monkeypatch.setattr(_writer.ProcessWriter, "opened", lambda self: None)  # never ready
+    monkeypatch.setattr(_handover, "spare_core", lambda threads: True)
+    monkeypatch.setattr(_handover, "MIN_REMAINING_S", 0.0)
+    result, uri = _slow_study(tmp_path, "unready", trials=12, pause_s=0.01)
+    runs = _trial_runs(uri, "unready")
+    assert len(started) == 1 and started[0]._process.poll() is not None  # ended, not left
+    assert result.n_complete == 12 and len(runs) == 12
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_short_study_from_python_starts_no_writer_process(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve trials of 10 ms: a writer process would not be ready before the study ends."""
+    from tuner.tracking import _handover, _writer
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a writer process was started")
+
+    monkeypatch.setattr(_writer.ProcessWriter, "__init__", no_process)
+    monkeypatch.setattr(_handover, "spare_core", lambda threads: True)
+    result, uri = _slow_study(tmp_path, "short", trials=12, pause_s=0.01)
+    assert result.n_complete == 12 and len(_trial_runs(uri, "short")) == 12
+
+
 def test_the_writers_warm_up_saves_a_model_as_the_study_logs_it(tmp_path: Path) -> None:
     """The writer process warms up by saving a tiny model through the same options as the
     study's model (pt2, signature, requirements): that model loads and predicts as saved."""

@@ -156,6 +156,25 @@ def test_tuner_ui_keeps_the_store_password_off_the_command_line(
         proc.wait(timeout=60)
 
 
+def test_the_mlflow_writer_process_gets_its_store_outside_its_command_line(
+        pg_database: str) -> None:  # noqa: F811
+    """Every user of the machine may read a process's command line (`ps`); the writer process of
+    `tuner run` (and of a study run from Python that hands its trial runs over) gets the store's
+    URI, password included, in its environment, which only its user can read."""
+    from tuner.tracking._writer import ProcessWriter
+
+    url = pg_url(pg_database)
+    assert PASSWORD in url
+    writer = ProcessWriter(url, "secret", warm_up=False)
+    try:
+        with open(f"/proc/{writer._process.pid}/cmdline", "rb") as handle:
+            argv = handle.read().decode(errors="replace")
+        assert "tuner.tracking._serve" in argv and PASSWORD not in argv, argv
+        assert writer.check("secret") is None  # and it found the store
+    finally:
+        writer.close()
+
+
 SECRET_LINE = "db_password=hunter2-Zq8; api_key=AKIA-Secret"
 
 

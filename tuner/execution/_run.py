@@ -87,13 +87,15 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
     # One process trains and `tuner run` started a writer process beside its imports (it had a
     # spare core): trial runs are written there, off this GIL, and the model logged there, its
-    # imports made meanwhile. Otherwise a thread writes (a writer started now would keep the
-    # study's end waiting for its imports).
+    # imports made meanwhile. Otherwise a thread writes (a writer started now would keep a
+    # short study's end waiting for its imports), and hands the trial runs over to a writer
+    # process if the study's trials so far say that enough of it is left.
+    alone = options.workers == 1 and options.dask is None
     with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
         tracker = Tracker(options.tracking_uri, options.experiment or space.name,
-                          process=options.workers == 1 and options.dask is None
-                          and writer_prestarted(), warm_up=options.log_model) \
-            if options.tracking else None
+                          process=alone and writer_prestarted(), warm_up=options.log_model,
+                          hand_over=target - counted_trials(handle.study) if alone else None
+                          ) if options.tracking else None
     try:
         with discard_if_unused(handle):
             runs = None if tracker is None else StudyRuns.open(

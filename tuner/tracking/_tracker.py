@@ -29,6 +29,7 @@ from tuner.tracking._client import (
     text,
     write_run,
 )
+from tuner.tracking._handover import HandOver
 from tuner.tracking._writer import ProcessWriter
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
@@ -46,18 +47,24 @@ class Tracker:
     Trial runs are written asynchronously: by a writer process (`process=True`: the store's
     Python work then holds another interpreter's lock, not the training's; every other call and
     the models go there too, and this process imports no MLflow), else by one background
-    thread. Study-level calls (and anything that returns a value) wait for the writer first.
+    thread, which hands the trial runs over to a writer process if enough of the study is left
+    (`hand_over`). Study-level calls (and anything that returns a value) wait for the writer
+    first.
     `close()` (or leaving a `with` block) writes what is queued and ends the writer.
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True,
-                 process: bool = False, warm_up: bool = True):
+                 process: bool = False, warm_up: bool = True, hand_over: int | None = None):
+        """`hand_over` (with a writer thread): the study's budget of trials, so that a study
+        with enough left hands its trial runs over to a writer process (`_handover`)."""
         self.asynchronous = asynchronous
         self._writer = _Writer()
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
         self.calls = 0
         self.remote: ProcessWriter | None = None
         self._remote_pending = False  # something was sent to the writer process since a drain
+        self._hand_over: HandOver | None = None
+        self._handed_pending = False  # something was sent to the hand-over process
         if process and asynchronous:
             remote = take_writer(tracking_uri, experiment, warm_up)
             self.tracking_uri, self.experiment_id = self.timed(remote.open, experiment)
@@ -67,6 +74,8 @@ class Tracker:
             self.client = client_for(tracking_uri)
             self.tracking_uri = store_uri(tracking_uri)
             self.experiment_id = self.timed(experiment_named, self.client, experiment)
+            if hand_over and asynchronous:  # the store as resolved here (`mlflow.set_...`)
+                self._hand_over = HandOver(self.tracking_uri, experiment, hand_over)
 
     def __enter__(self) -> Tracker:
         return self
@@ -79,6 +88,8 @@ class Tracker:
         start = time.perf_counter()
         try:
             self._writer.close()
+            if self._hand_over is not None:
+                self._hand_over.close()
             if self.remote is not None:
                 remote, self.remote = self.remote, None
                 self._background_base = remote.seconds
@@ -93,7 +104,8 @@ class Tracker:
         """Time spent writing in the background (the thread, the writer process)."""
         remote = self.remote.seconds if self.remote is not None else \
             getattr(self, "_background_base", 0.0)
-        return self._writer.seconds + remote
+        handed = self._hand_over.seconds if self._hand_over is not None else 0.0
+        return self._writer.seconds + remote + handed
 
     @property
     def logs_models_elsewhere(self) -> bool:
@@ -106,6 +118,10 @@ class Tracker:
         if self.remote is not None and self._remote_pending:
             self._remote_pending = False
             self.remote.drain()
+        handed = self._hand_over.writer if self._hand_over is not None else None
+        if handed is not None and self._handed_pending:
+            self._handed_pending = False
+            handed.drain()
 
     def timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -153,10 +169,16 @@ class Tracker:
                     "tuner.role": "trial", "study": study_name, **tags}
         name, start_ms = f"{study_name}-trial-{number}", int(time.time() * 1000)
         run_params = [(k, text(v)) for k, v in params.items()]
-        if self.remote is not None:
+        handed = self._hand_over.ready_writer() if self._hand_over is not None else None
+        if self.remote is not None or handed is not None:
             begin = time.perf_counter()
-            ref: Any = self.remote.create(name, run_tags, start_ms)
-            self._remote_pending = True
+            if handed is not None:  # written there to its end, as a whole
+                ref: Any = _Handed(handed.create(name, run_tags, start_ms))
+                self._handed_pending = True
+            else:
+                assert self.remote is not None
+                ref = self.remote.create(name, run_tags, start_ms)
+                self._remote_pending = True
             self.seconds += time.perf_counter() - begin
             self.calls += 1
             return TrialRun(self, ref, run_params)
@@ -173,6 +195,14 @@ class Tracker:
                     params: list[tuple[str, str]]) -> None:
         """Queue a trial run's params (its first write), metrics, tags and (with `status`) its
         end."""
+        if isinstance(ref, _Handed):
+            begin = time.perf_counter()
+            assert self._hand_over is not None and self._hand_over.writer is not None
+            self._hand_over.writer.write(ref.ref, metrics, tags, status, params)
+            self._handed_pending = True
+            self.seconds += time.perf_counter() - begin
+            self.calls += 1
+            return
         if self.remote is not None:
             begin = time.perf_counter()
             self.remote.write(ref, metrics, tags, status, params)
@@ -188,6 +218,10 @@ class Tracker:
         self.submit(write)
 
     def trial_run_id(self, ref: Any) -> str | None:
+        if isinstance(ref, _Handed):
+            self.flush()
+            assert self._hand_over is not None and self._hand_over.writer is not None
+            return self._hand_over.writer.run_id(ref.ref)
         if self.remote is not None:
             self.flush()
             return self.remote.run_id(ref)
@@ -221,6 +255,15 @@ class Tracker:
 
     def experiment_url(self) -> str:
         return f"{redact(self.tracking_uri)} (experiment id {self.experiment_id})"
+
+
+class _Handed:
+    """A trial run that the hand-over process writes (`ref`: its number there)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: int):
+        self.ref = ref
 
 
 class _RemoteClient:

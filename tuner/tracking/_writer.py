@@ -19,6 +19,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+WRITER_URI_VARIABLE = "TUNER_WRITER_TRACKING_URI"  # the writer process's store ("": MLflow's)
+
 
 class Writer:
     """One background thread that performs (MLflow) calls in the order they were submitted.
@@ -103,11 +105,14 @@ class ProcessWriter:
         read_req, write_req = os.pipe()
         read_rep, write_rep = os.pipe()
         root = str(Path(__file__).resolve().parents[2])  # this tuner, not another one
+        # The URI goes in the environment, which only this user can read: a command line
+        # (and a password in it) is shown to every user of the machine.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH")) if p))
+            p for p in (root, os.environ.get("PYTHONPATH")) if p),
+            **{WRITER_URI_VARIABLE: tracking_uri or ""})
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tuner.tracking._serve", str(read_req), str(write_rep),
-             tracking_uri or "", "warm" if warm_up else "cold"],
+             "warm" if warm_up else "cold"],
             pass_fds=(read_req, write_rep), env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         os.close(read_req)
@@ -158,6 +163,37 @@ class ProcessWriter:
         the experiment's id)."""
         uri, experiment_id = self._ask(("open", experiment))
         return str(uri), str(experiment_id)
+
+    def open_soon(self, experiment: str) -> None:
+        """Ask the process to open the store and the experiment (as `open` does) without
+        waiting for it: `opened` says when it has."""
+        self._outbox.put(("open", experiment))
+
+    def opened(self) -> bool | None:
+        """Whether the process has answered `open_soon`: True once it has the store open, None
+        while it is still making its imports, False if it failed (then it is of no use).
+        Never waits."""
+        with self._lock:
+            if self._broken or (not self._in.poll(0) and self._process.poll() is not None):
+                return False
+            if not self._in.poll(0):
+                return None
+            try:
+                seconds, errors, _ = pickle.loads(self._in.recv_bytes())
+            except (EOFError, OSError):
+                return False
+        self.seconds = seconds
+        return not errors
+
+    def abandon(self) -> None:
+        """End the process without waiting for what it has to do (it was given nothing to
+        write: a hand-over that the study's end came before)."""
+        self._outbox.put(None)
+        self._feeder.join(timeout=30)
+        self._out.close()
+        self._process.kill()
+        _exited(self._process, timeout=30)
+        self._in.close()
 
     def call(self, name: str, *args: Any) -> Any:
         """Run one of the writer's functions (model logging) after what is queued; its
@@ -259,7 +295,8 @@ def prestarted() -> bool:
     """Whether this process started a writer for the study it is about to run (`tuner run`
     does, beside its own imports). A writer process started later, by a study itself, would make
     its imports while the study waits: a few seconds that only a long study wins back, and that
-    `tuner compare`, notebooks and scripts would pay for every study."""
+    `tuner compare`, notebooks and scripts would pay for every study (one that turns out long
+    hands its trial runs over to a writer process: `_handover`)."""
     return bool(_prestarted)
 
 
