@@ -100,10 +100,11 @@ def test_trials_run_as_tasks_on_a_dask_local_cluster_stop_on_ctrl_c_and_resume(
         workdir: Path, tracking_uri: str) -> None:
     from distributed import Client, LocalCluster
 
-    # Many short epochs (40 of 135 steps): Ctrl-C lands in the middle of a trial, which stops
-    # at an epoch's end.
-    space = load_space(write_space(workdir, SLOW_SPACE.replace("units: 256", "units: 64"),
-                                   "slow.yaml"))
+    # Many short epochs (150 of 135 steps; a trial trains for seconds even on a fast machine,
+    # and 40 epochs took under the 1 s `training_trial` waits for): Ctrl-C lands in the middle
+    # of a trial, which stops at an epoch's end.
+    space = load_space(write_space(workdir, SLOW_SPACE.replace("units: 256", "units: 64")
+                                   .replace("max_epochs: 40", "max_epochs: 150"), "slow.yaml"))
     journal = str(workdir / "dask.journal")  # a file system every Dask worker shares
     options = RunOptions(storage=journal, trials=2, tracking_uri=tracking_uri, experiment="dask",
                          log_model=False, progress=False, views=False)
