@@ -20,6 +20,8 @@ import time
 from tuner.tracking._writer import ProcessWriter, spare_core
 
 MIN_REMAINING_S = 3.0  # twice what a writer process takes to be ready
+_JUDGED_AFTER = 4  # trial runs started before the time between starts says much (packs start
+# several trials at once)
 
 
 class HandOver:
@@ -44,6 +46,7 @@ class HandOver:
         if self.writer is None:
             if self._started == 1:
                 self._first = time.monotonic()
+            if self._started < _JUDGED_AFTER:
                 return None
             per_trial = (time.monotonic() - self._first) / (self._started - 1)
             if per_trial * (self._budget - self._started) < MIN_REMAINING_S:
