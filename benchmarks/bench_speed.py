@@ -251,13 +251,14 @@ def tracking_cost(results: Results, quick: bool = False) -> None:
     # process once enough of it is left, against the thread alone, against no tracking.
     from tuner.tracking import _handover
 
+    rule = _handover.MIN_REMAINING_S
     longer: dict[str, list[float]] = {"hand-over": [], "thread": [], "off": []}
     for i in range(1 if quick else 3):
         for variant in longer if i % 2 == 0 else list(longer)[::-1]:
-            _handover.MIN_REMAINING_S = 1e9 if variant == "thread" else 3.0
+            _handover.MIN_REMAINING_S = float("inf") if variant == "thread" else rule
             longer[variant].append(_study(None, 20 + i, folder, trials=80,
                                           tracking=variant != "off").wall_s)
-    _handover.MIN_REMAINING_S = 3.0
+    _handover.MIN_REMAINING_S = rule
     off_long = statistics.median(longer["off"])
     for variant, how in (("hand-over", "handed over to a writer process"),
                          ("thread", "a writer thread alone")):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.data._splits import k_folds, split_off
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 
 
 def _labels(rng: np.random.Generator, n: int, classes: int, skew: float) -> np.ndarray:
@@ -90,7 +93,7 @@ def test_loading_and_splitting_the_default_data_imports_no_scikit_learn() -> Non
         "from tuner.data import load_dataset, reshuffled_folds\n"
         "from tuner.data._metrics import classification_metrics\n"
         "import numpy as np\n"
-        "spec = load_space('search_spaces/digits_mlp.yaml').data\n"
+        f"spec = load_space({str(SPACE)!r}).data\n"
         "data = load_dataset(spec)\n"
         "folds = reshuffled_folds(spec, 4, 0)\n"
         "classification_metrics(data.val.y.numpy(), np.zeros((len(data.val), 10)))\n"

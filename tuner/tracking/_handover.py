@@ -5,12 +5,12 @@ left to pay for starting one.
 notebook, `tuner compare`) writes from a thread, since a process started with the study would
 keep a short study waiting for its imports (MLflow's: about 1.5 s). But a thread's MLflow work,
 10-20 ms of Python per trial run, holds the training's interpreter lock: with trials of a tenth
-of a second, a fifth to a quarter of the study. So once the trials started so far say that the
-rest of the study will take more than `MIN_REMAINING_S` (the time between trial starts so far,
-times the trials left), a writer process starts on a spare core, and once it has the store open the trial
-runs that start are written there. Runs already started stay with the thread; the study's own
-calls (parent run, summary, model) stay in its process. A process not ready when the study ends
-was given nothing, and is ended without waiting.
+of a second, a fifth to a quarter of the study. So once a few trial runs have started and say
+that the rest of the study will take more than `MIN_REMAINING_S` (the time between trial starts
+so far, times the trials left), a writer process starts on a spare core, and once it has the
+store open the trial runs that start are written there. Runs already started stay with the
+thread; the study's own calls (parent run, summary, model) stay in its process. A process not
+ready when the study ends was given nothing, and is ended without waiting.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import time
 from tuner.tracking._writer import ProcessWriter, spare_core
 
 MIN_REMAINING_S = 3.0  # twice what a writer process takes to be ready
-_JUDGED_AFTER = 4  # trial runs started before the time between starts says much (packs start
-# several trials at once)
+# Trial runs started before the time between starts says much: packs start several at once
+# (judged after two, one of six default studies of 16 trials started a process it hardly used).
+_JUDGED_AFTER = 4
 
 
 class HandOver:
