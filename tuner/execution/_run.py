@@ -94,8 +94,8 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
         tracker = Tracker(options.tracking_uri, options.experiment or space.name,
                           process=alone and writer_prestarted(), warm_up=options.log_model,
-                          hand_over=target - counted_trials(handle.study) if alone else None
-                          ) if options.tracking else None
+                          hand_over=max(0, target - counted_trials(handle.study)) if alone
+                          else None) if options.tracking else None
     try:
         with discard_if_unused(handle):
             runs = None if tracker is None else StudyRuns.open(
