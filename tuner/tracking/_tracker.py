@@ -62,9 +62,8 @@ class Tracker:
         self.seconds = 0.0  # time the caller spent in (or waiting for) MLflow calls
         self.calls = 0
         self.remote: ProcessWriter | None = None
-        self._remote_pending = False  # something was sent to the writer process since a drain
         self._hand_over: HandOver | None = None
-        self._handed_pending = False  # something was sent to the hand-over process
+        self._sent: set[ProcessWriter] = set()  # writer processes sent something since a drain
         if process and asynchronous:
             remote = take_writer(tracking_uri, experiment, warm_up)
             self.tracking_uri, self.experiment_id = self.timed(remote.open, experiment)
@@ -88,6 +87,7 @@ class Tracker:
         start = time.perf_counter()
         try:
             self._writer.close()
+            self._sent.clear()  # closing a writer process writes what it was sent
             if self._hand_over is not None:
                 self._hand_over.close()
             if self.remote is not None:
@@ -115,13 +115,9 @@ class Tracker:
 
     def _drain(self) -> None:
         self._writer.drain()
-        if self.remote is not None and self._remote_pending:
-            self._remote_pending = False
-            self.remote.drain()
-        handed = self._hand_over.writer if self._hand_over is not None else None
-        if handed is not None and self._handed_pending:
-            self._handed_pending = False
-            handed.drain()
+        sent, self._sent = self._sent, set()
+        for writer in sent:
+            writer.drain()
 
     def timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -169,19 +165,15 @@ class Tracker:
                     "tuner.role": "trial", "study": study_name, **tags}
         name, start_ms = f"{study_name}-trial-{number}", int(time.time() * 1000)
         run_params = [(k, text(v)) for k, v in params.items()]
-        handed = self._hand_over.ready_writer() if self._hand_over is not None else None
-        if self.remote is not None or handed is not None:
+        process = self.remote if self.remote is not None else \
+            self._hand_over.ready_writer() if self._hand_over is not None else None
+        if process is not None:  # the run is written there, to its end
             begin = time.perf_counter()
-            if handed is not None:  # written there to its end, as a whole
-                ref: Any = _Handed(handed.create(name, run_tags, start_ms))
-                self._handed_pending = True
-            else:
-                assert self.remote is not None
-                ref = self.remote.create(name, run_tags, start_ms)
-                self._remote_pending = True
+            written_there = _ProcessRun(process, process.create(name, run_tags, start_ms))
+            self._sent.add(process)
             self.seconds += time.perf_counter() - begin
             self.calls += 1
-            return TrialRun(self, ref, run_params)
+            return TrialRun(self, written_there, run_params)
         ref = _RunRef()
 
         def create() -> None:
@@ -195,18 +187,10 @@ class Tracker:
                     params: list[tuple[str, str]]) -> None:
         """Queue a trial run's params (its first write), metrics, tags and (with `status`) its
         end."""
-        if isinstance(ref, _Handed):
+        if isinstance(ref, _ProcessRun):
             begin = time.perf_counter()
-            assert self._hand_over is not None and self._hand_over.writer is not None
-            self._hand_over.writer.write(ref.ref, metrics, tags, status, params)
-            self._handed_pending = True
-            self.seconds += time.perf_counter() - begin
-            self.calls += 1
-            return
-        if self.remote is not None:
-            begin = time.perf_counter()
-            self.remote.write(ref, metrics, tags, status, params)
-            self._remote_pending = True
+            ref.writer.write(ref.number, metrics, tags, status, params)
+            self._sent.add(ref.writer)
             self.seconds += time.perf_counter() - begin
             self.calls += 1
             return
@@ -218,14 +202,9 @@ class Tracker:
         self.submit(write)
 
     def trial_run_id(self, ref: Any) -> str | None:
-        if isinstance(ref, _Handed):
-            self.flush()
-            assert self._hand_over is not None and self._hand_over.writer is not None
-            return self._hand_over.writer.run_id(ref.ref)
-        if self.remote is not None:
-            self.flush()
-            return self.remote.run_id(ref)
         self.flush()
+        if isinstance(ref, _ProcessRun):
+            return ref.writer.run_id(ref.number)
         return None if ref.id is None else str(ref.id)
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -257,13 +236,14 @@ class Tracker:
         return f"{redact(self.tracking_uri)} (experiment id {self.experiment_id})"
 
 
-class _Handed:
-    """A trial run that the hand-over process writes (`ref`: its number there)."""
+class _ProcessRun:
+    """A trial run that a writer process writes (`tuner run`'s, or the hand-over's), by its
+    number there."""
 
-    __slots__ = ("ref",)
+    __slots__ = ("number", "writer")
 
-    def __init__(self, ref: int):
-        self.ref = ref
+    def __init__(self, writer: ProcessWriter, number: int):
+        self.writer, self.number = writer, number
 
 
 class _RemoteClient:
