@@ -96,3 +96,31 @@ def test_plotly_views_load_without_matplotlib_and_matplotlib_views_still_load_wh
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "Axes"
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "gp"])
+def test_tpe_and_gp_start_at_random_until_the_trials_tuner_counts_are_told(
+        strategy: str) -> None:
+    """`tuner.search._samplers._STARTS` mirrors Optuna's start-up rule (which states count):
+    TPE counts complete and pruned trials, GP complete ones only. Checked on the samplers
+    themselves: before the start, the same draws as the random sampler of the same seed."""
+    from tuner.search import make_sampler
+    from tuner.search._samplers import random_start
+
+    start = random_start(make_sampler(strategy, 0))
+    assert start is not None
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        study = optuna.create_study(sampler=make_sampler(strategy, 0))
+        for i in range(start.trials):
+            study.add_trial(optuna.trial.create_trial(
+                params={"x": 0.1 * i}, distributions={"x": x},
+                value=0.1 * i if state == TrialState.COMPLETE else None,
+                intermediate_values={1: 0.1 * i} if state == TrialState.PRUNED else None,
+                state=state))
+        drawn = study.ask({"x": x}).params["x"]
+        reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for trial in study.trials[:-1]:
+            reference.add_trial(trial)
+        random = reference.ask({"x": x}).params["x"]
+        assert (drawn != random) == (state in start.counted), state

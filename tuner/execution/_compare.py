@@ -48,6 +48,7 @@ from tuner.search import (
     counted_trials,
     describe,
     open_storage,
+    random_start_note,
     shared_start_note,
 )
 from tuner.space import (
@@ -232,6 +233,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
             if result.interrupted:
                 interrupted = True
                 break
+        notes = (*notes, *_random_searches(storage, plans))
         settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
                     "storage": tags["storage"]}
         comparison = build_comparison(
@@ -244,6 +246,24 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
         raise
     tracker.end_run(run_id, "KILLED" if interrupted else "FINISHED")
     return comparison
+
+
+def _random_searches(storage: Any, plans: list[StudyPlan]) -> list[str]:
+    """A note for each model-based strategy whose model never started in some repeats (their
+    studies were random searches: comparing them with `random` compares noise)."""
+    found: dict[str, list[str]] = {}
+    repeats: dict[str, int] = {}
+    names = {s.study_name for s in storage.get_all_studies()}
+    for plan in plans:
+        if plan.name not in names:
+            continue
+        repeats[plan.strategy] = repeats.get(plan.strategy, 0) + 1
+        trials = optuna.load_study(study_name=plan.name, storage=storage).get_trials(
+            deepcopy=False)
+        if (note := random_start_note(plan.strategy, trials)) is not None:
+            found.setdefault(plan.strategy, []).append(note)
+    return [f"{notes[0]} (in {len(notes)} of {repeats[strategy]} repeats)"
+            for strategy, notes in found.items()]
 
 
 def _warm_up(data: Dataset, threads: int | None) -> None:

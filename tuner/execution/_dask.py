@@ -25,7 +25,7 @@ from tuner.execution._loop import stop_on_signals, work
 from tuner.execution._progress import StudyProgress
 from tuner.execution._session import Session
 from tuner.execution._workers import Job, StudyWatch, open_job
-from tuner.search import budget_slots
+from tuner.search import asking_room, budget_slots
 
 if TYPE_CHECKING:
     from tuner.execution._trial import TrialOutcome
@@ -119,6 +119,9 @@ def _drive(client: Any, session: Session, job: Job, event_name: str,
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 free = 0 if session.grid else job.target - len(budget_slots(trials))
+                room = asking_room(handle, trials)  # a task asked now would draw at random
+                if room is not None:
+                    free = min(free, room)
                 reason = session.rules.check(session.study) if session.rules.active else None
                 if reason is not None:  # a stopping rule holds: no new task
                     session.stats.stopped = reason

@@ -5,8 +5,10 @@ parameters as soon as they are claimed (so it knows what they need), and groups 
 must match inside a pack (`pack_key`: depth, batch norm, batch size or micro-batch). A pack
 trains while it has trials; when one leaves (done, stopped early, pruned, failed), its slot is
 refilled at the end of the epoch with a waiting trial of the same key, or a newly asked one. A
-trial whose key differs waits (its heartbeat beats) for the next pack of its kind; at most
-`lookahead` trials wait, so the sampler is never asked far ahead of what has finished.
+trial whose key differs waits (its heartbeat beats) for the next pack of its kind; at most a
+pack's capacity of trials wait, and a sampler that learns from finished trials has at most its
+batch limit of them asked and not told (`tuner.search.batch_limit`; TPE and GP are not asked at
+all while the trials running would complete their random start: `asking_room`).
 
 Each finished trial goes through `close_trial` and `Session.finish`, so the study and MLflow
 record it exactly as when trials run one at a time.
@@ -27,6 +29,7 @@ from tuner.execution._progress import StudyProgress, show
 from tuner.execution._session import OpenTrial, Session
 from tuner.execution._source import TrialSource
 from tuner.execution._trial import Prepared, TrialOutcome, close_trial, open_trial, prepare_trial
+from tuner.search import batch_limit
 from tuner.space import Space, TrialConfig
 from tuner.training import (
     Finished,
@@ -83,6 +86,7 @@ class _Runner:
         self.rows = len(session.data.train)
         self.micro = micro_batch(batch_sizes(self.space))
         self.device = torch.device(session.device)
+        self.batch = None if session.pack else batch_limit(session.study.sampler, session.target)
         self.waiting: list[_Waiting] = []
         self.exhausted = False
         self.ran = 0
@@ -114,7 +118,7 @@ class _Runner:
         micro = key[3] if key[2] == "micro" else None
         capacity = session.pack or pack_size(first.config, session.data.n_features,
                                              session.data.n_outputs, micro or first.config.batch_size,
-                                             self.device, budget=session.target)
+                                             self.device)
         pack = Pack(session.data, max_epochs=space.training.max_epochs,
                     early_stopping=space.training.early_stopping, monitor=space.objective.key,
                     monitor_direction=space.objective.direction, loss=space.training.loss,
@@ -130,13 +134,15 @@ class _Runner:
 
     def _fill(self, pack: Pack, key: tuple[Any, ...], capacity: int) -> None:
         """Free slots take waiting trials of the key, then newly asked ones; a new trial of
-        another key waits, as long as fewer than `capacity` wait."""
+        another key waits, as long as fewer than `capacity` wait and this process has fewer
+        than the sampler's batch limit open (`--pack K` sets its own)."""
         while len(pack) < capacity and not self.stop.is_set():
             item = next((w for w in self.waiting if w.key == key), None)
             if item is not None:
                 self.waiting.remove(item)
             else:
-                if self.exhausted or len(self.waiting) >= capacity:
+                if self.exhausted or len(self.waiting) >= capacity or (
+                        self.batch is not None and self.session.open_trials >= self.batch):
                     return
                 item = self._ask()
                 if item is None:

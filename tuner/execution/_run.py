@@ -44,6 +44,7 @@ from tuner.search import (
     open_storage,
     open_study,
     plan_budget,
+    random_start_note,
     reap_stale,
     seeded_sampler,
     study_done,
@@ -134,6 +135,9 @@ def _drive(session: Session, options: RunOptions, threads: int,
         interrupted = stop.is_set()
         if session.stats.stopped:
             notes.append(session.stats.stopped)
+        if (drawn := random_start_note(session.strategy,
+                                                study.get_trials(deepcopy=False))) is not None:
+            notes.append(drawn)
         done = counted_trials(study)
         if not interrupted and not session.stats.stopped and done < session.target \
                 and not session.grid:

@@ -12,7 +12,7 @@ from tuner.execution._progress import StudyProgress
 from tuner.execution._session import Session
 from tuner.search import next_trial, reap_stale
 
-_IDLE_POLL_S = 1.0
+_IDLE_POLL_S = 0.25  # a worker waiting for TPE's random start waits a trial, not more
 
 
 class TrialSource:
@@ -29,8 +29,9 @@ class TrialSource:
         self.handed = 0
 
     def next(self, wait: bool = True) -> optuna.Trial | None:
-        """The next trial to run, or None. With the budget used up and trials running elsewhere,
-        it waits for them (they come back to the queue if their worker dies), unless `wait` is
+        """The next trial to run, or None. With the budget used up, or TPE or GP waiting for the
+        last trials of their random start (`asking_room`), and trials running elsewhere, it
+        waits for them (they come back to the queue if their worker dies), unless `wait` is
         False (a pack of this process is training: it asks again after the next epoch)."""
         session, handle = self.session, self.session.handle
         waiting_for: int | None = None
@@ -55,8 +56,9 @@ class TrialSource:
             if running <= 0 or not wait or self.max_trials is not None:  # Dask: the client waits
                 return None
             if self.progress is not None and waiting_for != running:
-                self.progress.note(f"waiting for {running} trial(s) running elsewhere "
-                                   "(retried here if their worker dies)")
+                self.progress.note(f"waiting for {running} trial(s) running elsewhere (the "
+                                   "sampler needs their results, or they are retried here if "
+                                   "their worker dies)")
             waiting_for = running
             self.stop.wait(min(_IDLE_POLL_S, session.heartbeat_timeout / 4))
         return None

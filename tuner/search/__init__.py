@@ -5,7 +5,7 @@ Nothing here trains or tracks: a study is created or looked up, trials are claim
 budget and their outcomes told. Private Optuna internals are used only in `_optuna.py`.
 """
 
-from tuner.search._claim import next_trial, study_done
+from tuner.search._claim import asking_room, next_trial, study_done
 from tuner.search._heartbeat import (
     DEFAULT_TIMEOUT_S,
     Heartbeat,
@@ -33,8 +33,10 @@ from tuner.search._samplers import (
     STARTUP_TRIALS,
     GuardedSampler,
     PerTrialSampler,
+    batch_limit,
     make_pruner,
     make_sampler,
+    random_start_note,
     sampler_name,
     seeded_sampler,
     shared_start_note,
@@ -156,6 +158,8 @@ __all__ = [
     "StorageUnavailable",
     "StudyHandle",
     "apply_warm_start",
+    "asking_room",
+    "batch_limit",
     "best_epoch",
     "best_trial",
     "budget_slots",
@@ -166,7 +170,8 @@ __all__ = [
     "default_study_name",
     "describe",
     "diff_spaces",
-    "discard_if_unused", "enqueue_grid",
+    "discard_if_unused",
+    "enqueue_grid",
     "enqueue_known",
     "final_trial",
     "find_study",
@@ -190,6 +195,7 @@ __all__ = [
     "plotly_optuna_views",
     "points_from",
     "quiet_optuna",
+    "random_start_note",
     "reap_stale",
     "retry_attrs",
     "retry_params",

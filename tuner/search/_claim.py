@@ -1,5 +1,6 @@
 """Which trial a worker runs next: a queued one (a grid point, a known configuration, a retry)
-if any, else a newly asked one while the budget allows.
+if any, else a newly asked one while the budget allows and the sampler would not draw it at
+random for want of the trials running (`asking_room`).
 
 The budget counts finished trials (less the re-queued ones) and running ones, so several workers
 stop together at the budget; a worker with nothing left to start waits for the trials running
@@ -11,24 +12,34 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search._samplers import random_start
 from tuner.search._study import TRIAL_REASON, TRIAL_SURPLUS, StudyHandle, budget_slots, claim_waiting
 
 
 def next_trial(handle: StudyHandle, grid: bool, target: int,
                trials: list[FrozenTrial]) -> tuple[optuna.Trial | None, int]:
-    """A queued trial, else a new one while the budget allows (`trials`: the study's trials a
-    moment ago). With no trial to start, the number of trials running elsewhere (0: the study
-    is done for this worker)."""
+    """A queued trial, else a new one while the budget and `asking_room` allow (`trials`: the
+    study's trials a moment ago). With no trial to start, the number of trials running
+    elsewhere (0: the study is done for this worker)."""
     trial = claim_waiting(handle, trials)
     if trial is not None:
         return trial, 0
     running = sum(t.state == TrialState.RUNNING for t in trials)
-    if grid or len(budget_slots(trials)) >= target:
+    if grid or len(budget_slots(trials)) >= target or asking_room(handle, trials) == 0:
         return None, running
     trial = handle.study.ask()
     if _surplus(handle, trial, target):
         return None, running + 1
     return trial, 0
+
+
+def asking_room(handle: StudyHandle, trials: list[FrozenTrial]) -> int | None:
+    """How many new trials the study's sampler may be asked for now (None: no limit): none
+    while the trials running would complete its random start, for the next is then its model's
+    choice (TPE and GP; with a pack or several workers, trials would otherwise be asked before
+    the start's last trials are told, and drawn at random too)."""
+    start = random_start(handle.study.sampler)
+    return None if start is None else start.room(trials)
 
 
 def study_done(handle: StudyHandle, grid: bool, target: int) -> bool:

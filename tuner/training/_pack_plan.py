@@ -45,20 +45,17 @@ _MAX_PACK = {"cpu": 32, "cuda": 256}
 
 
 def pack_size(config: TrialConfig, n_features: int, n_outputs: int, rows: int,
-              device: torch.device | str, budget: int | None = None) -> int:
+              device: torch.device | str) -> int:
     """How many trials like `config` to train at once on `device`: enough that a step's
     arithmetic outweighs its fixed cost, at most 32 on a CPU (256 on a GPU, as its memory
-    allows); never more than a third of the study's `budget` (trials asked together are asked
-    before any of them is told, which a model-based sampler learns nothing from)."""
+    allows). How many trials the sampler may be asked for at once is the search's to say
+    (`tuner.search.batch_limit`)."""
     device = torch.device(device)
     kind = "cuda" if device.type == "cuda" else "cpu"
     dims = [n_features, *config.units, n_outputs]
     macs = sum(a * b for a, b in itertools.pairwise(dims))
     size = int(_TARGET_FLOPS[kind] / max(1.0, 6.0 * rows * macs))
-    size = min(size, _MAX_PACK[kind])
-    if budget is not None:
-        size = min(size, -(-budget // 3))
-    size = max(2, size)
+    size = max(2, min(size, _MAX_PACK[kind]))
     budget_bytes = training_budget(device)
     if budget_bytes is not None:  # K trials take K times one's memory
         per_trial = training_bytes(config, n_features, n_outputs, rows)

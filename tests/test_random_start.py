@@ -1,0 +1,163 @@
+"""TPE and GP draw their first trials at random and then from their model. A pack, or several
+workers, asks trials before earlier ones are told: without a rule, the trials after the random
+start were asked before the start was told, and drawn at random too (a 16-trial TPE study was a
+random search). Trials are asked so that every trial after the start is the model's choice."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from tests.conftest import TINY_SPACE, write_space
+from tests.helpers import load_study
+from tuner import RunOptions, load_space, run_study
+from tuner.search import STARTUP_TRIALS, batch_limit, random_start_note, seeded_sampler
+from tuner.search._samplers import random_start
+
+T0 = datetime.datetime(2026, 1, 1)
+
+
+def _trial(number: int, state: TrialState, start: float, end: float | None = None) -> FrozenTrial:
+    """A trial asked `start` seconds in and told `end` seconds in (None: still running)."""
+    return FrozenTrial(
+        number=number, state=state, value=0.5 if state == TrialState.COMPLETE else None,
+        datetime_start=T0 + datetime.timedelta(seconds=start),
+        datetime_complete=None if end is None else T0 + datetime.timedelta(seconds=end),
+        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, user_attrs={},
+        system_attrs={}, intermediate_values={}, trial_id=number)
+
+
+def _states(told: int, pruned: int, running: int) -> list[FrozenTrial]:
+    trials = [_trial(i, TrialState.COMPLETE, i, i + 0.5) for i in range(told)]
+    trials += [_trial(told + i, TrialState.PRUNED, told + i, told + i + 0.5)
+               for i in range(pruned)]
+    trials += [_trial(told + pruned + i, TrialState.RUNNING, 100 + i) for i in range(running)]
+    return trials
+
+
+def test_tpe_and_gp_are_not_asked_while_the_running_trials_complete_their_start() -> None:
+    tpe = random_start(seeded_sampler("tpe", 0))
+    gp = random_start(seeded_sampler("gp", 0))
+    assert tpe is not None and gp is not None and tpe.trials == gp.trials == STARTUP_TRIALS
+    # Start-up trials may be asked as long as they are needed to make up the start.
+    assert tpe.room(_states(0, 0, 0)) == 10 and tpe.room(_states(2, 1, 4)) == 3
+    # Running trials complete the start: the next trial waits for them (the model's choice).
+    assert tpe.room(_states(4, 2, 4)) == 0 and tpe.room(_states(9, 0, 1)) == 0
+    # TPE counts pruned trials, GP does not: with 3 of 10 pruned, GP still draws at random.
+    assert tpe.room(_states(7, 3, 0)) is None
+    assert gp.room(_states(7, 3, 2)) == 1 and gp.room(_states(7, 3, 3)) == 0
+    # Failed trials count for neither: the start still needs ten.
+    failed = [_trial(i, TrialState.FAIL, i, i + 0.5) for i in range(12)]
+    assert tpe.room(failed) == 10
+    # Nothing running and nothing left to make up the start: never 0 (no deadlock).
+    assert tpe.room(_states(9, 0, 0)) == 1
+    # Samplers that learn nothing from finished trials have no start, and no batch limit.
+    for strategy in ("random", "grid", "qmc", "cmaes"):
+        assert random_start(seeded_sampler(strategy, 0)) is None
+    assert batch_limit(seeded_sampler("random", 0), 16) is None
+    assert batch_limit(seeded_sampler("qmc", 0), 16) is None
+    assert batch_limit(seeded_sampler("tpe", 0), 16) == 6 == batch_limit(
+        seeded_sampler("gp", 0), 16)
+
+
+def test_a_study_whose_model_never_started_says_so() -> None:
+    # 12 trials, 10 finished before the last two were asked: TPE chose them.
+    trials = [_trial(i, TrialState.PRUNED if i % 2 else TrialState.COMPLETE, i, i + 0.5)
+              for i in range(12)]
+    assert random_start_note("tpe", trials) is None
+    # For GP only the 6 complete ones count: every trial was random.
+    note = random_start_note("gp", trials)
+    assert note is not None and note.startswith("gp drew all 12 trials at random")
+    assert "does not count pruned" in note and "the study has 6" in note
+    # Asked before the start was told (as packs did): all random, also for TPE.
+    early = [_trial(i, TrialState.COMPLETE, i * 0.01, 5 + i) for i in range(12)]
+    assert "tpe drew all 12 trials at random" in (random_start_note("tpe", early) or "")
+    assert random_start_note("random", early) is None
+
+
+def _tpe_space(workdir: Path, epochs: int = 2) -> Path:
+    return write_space(workdir, TINY_SPACE.replace("max_epochs: 3", f"max_epochs: {epochs}")
+                       .replace("early_stopping: {patience: 2}", "early_stopping: false")
+                       .replace("strategy: random", "strategy: tpe"))
+
+
+def _model_choices(study: optuna.Study) -> int:
+    start = random_start(seeded_sampler("tpe", 0))
+    assert start is not None
+    return start.model_trials(study.get_trials(deepcopy=False))
+
+
+def _most_open_after_the_start(study: optuna.Study) -> int:
+    """The most trials open at once when a trial after the random start was asked."""
+    trials = study.get_trials(deepcopy=False)
+    ends = sorted(t.datetime_complete for t in trials if t.datetime_complete is not None)
+    most = 0
+    for trial in trials:
+        if trial.number < STARTUP_TRIALS:
+            continue
+        started = sum(t.datetime_start <= trial.datetime_start for t in trials
+                      if t.datetime_start is not None)
+        told = sum(end <= trial.datetime_start for end in ends)
+        most = max(most, started - told)
+    return most
+
+
+def test_a_packed_tpe_study_asks_its_model_for_every_trial_after_the_start(
+        workdir: Path, one_thread) -> None:
+    journal = workdir / "s.journal"
+    trials = 14
+    result = run_study(load_space(_tpe_space(workdir)), RunOptions(
+        trials=trials, storage=str(journal), tracking=False, progress=False, threads=1))
+    study = load_study(result.study, journal)
+    assert result.n_complete == trials
+    assert _model_choices(study) == trials - STARTUP_TRIALS  # before the fix: 0
+    # Packs ask TPE for at most a third of the budget at once (constant liar keeps them apart).
+    assert 1 <= _most_open_after_the_start(study) <= math.ceil(trials / 3)
+
+
+def test_three_workers_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> None:
+    journal = workdir / "s.journal"
+    result = run_study(load_space(_tpe_space(workdir)), RunOptions(
+        trials=13, storage=str(journal), tracking=False, progress=False, threads=1, workers=3,
+        pack=1))
+    study = load_study(result.study, journal)
+    assert result.n_complete == 13
+    # Every trial after the start (a surplus one too: two workers asked for the last slot)
+    # was asked once the start was told.
+    assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid"])
+def test_samplers_that_do_not_learn_are_asked_without_waiting(
+        workdir: Path, strategy: str, one_thread) -> None:
+    journal = workdir / "s.journal"
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
+    result = run_study(load_space(space), RunOptions(
+        strategy=strategy, trials=12 if strategy == "random" else 4, storage=str(journal),
+        tracking=False, progress=False, threads=1))
+    study = load_study(result.study, journal)
+    assert result.n_complete == (12 if strategy == "random" else 4)
+    # One pack: every trial asked before the first is told (no batch limit, no start).
+    first_end = min(t.datetime_complete for t in study.trials if t.datetime_complete)
+    assert all(t.datetime_start <= first_end for t in study.trials)
+
+
+def test_dask_tasks_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> None:
+    from distributed import LocalCluster
+
+    journal = workdir / "s.journal"  # a file system both Dask workers share
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        # Trials of a second or so: several run at once (the client looks every half second).
+        result = run_study(load_space(_tpe_space(workdir, epochs=30)), RunOptions(
+            trials=13, storage=str(journal), tracking=False, progress=False,
+            dask=cluster.scheduler_address))
+    assert result.n_complete == 13
+    study = load_study(result.study, journal)
+    assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
