@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
 
 from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
 from tests.helpers import load_study, metric_history
@@ -22,6 +25,7 @@ from tuner.analysis import (
     StudyPlan,
     comparison_files,
     ranked,
+    reach,
     summarise,
     trials_frame,
 )
@@ -69,6 +73,30 @@ def test_repeat_seeds_differ_by_repeat_and_not_by_strategy() -> None:
     seeds = [repeat_seed(0, r) for r in range(3)]
     assert len(set(seeds)) == 3 and seeds == [repeat_seed(0, r) for r in range(3)]
     assert repeat_seed(1, 0) not in seeds
+
+
+def test_time_counts_trials_that_ran_together_once_and_pauses_not_at_all() -> None:
+    """A pack of three trials asked at 0 s and told at 1, 2 and 3 s, then (after a pause: the
+    study was resumed) one trial from 10 to 11 s. Summed durations would say 7 s."""
+    t0 = datetime.datetime(2026, 1, 1)
+
+    def trial(number: int, value: float, start: float, end: float) -> FrozenTrial:
+        made = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, params={},
+                                         distributions={})
+        made.number = number
+        made.datetime_start = t0 + datetime.timedelta(seconds=start)
+        made.datetime_complete = t0 + datetime.timedelta(seconds=end)
+        return made
+
+    made = [trial(0, 0.9, 0, 3), trial(1, 0.5, 0, 1), trial(2, 0.8, 0, 2), trial(3, 0.95, 10, 11)]
+    frame = trials_frame("c", StudyPlan("tpe", 0, 1, "c-tpe-r0", 4), made, "maximize", {})
+    assert list(frame.elapsed_s) == [3.0, 1.0, 2.0, 4.0]
+    assert list(frame.best_so_far) == [0.9, 0.9, 0.9, 0.95]  # in trial order
+    assert list(frame.best_by_time) == [0.9, 0.5, 0.8, 0.95]  # among those ended by then
+    # Target 0.8: trial 0 is the first in trial order (1 trial), but trial 2 reached it first,
+    # after 2 s of the study's time.
+    assert reach(frame, 0.8, "maximize") == (1.0, 2.0)
+    assert all(math.isnan(x) for x in reach(frame, 0.99, "maximize"))
 
 
 def test_trials_to_target_time_and_the_default_target() -> None:
@@ -284,7 +312,7 @@ def test_the_report_ranks_says_one_repeat_and_keeps_equal_curves_visible() -> No
     from PIL import Image
 
     curve = {"repeat": 0, "trial": [1, 2, 3], "best_so_far": [0.5, 0.8, 0.9],
-             "elapsed_s": [1.0, 2.0, 3.0]}
+             "best_by_time": [0.5, 0.8, 0.9], "elapsed_s": [1.0, 2.0, 3.0]}
     trials = pd.concat([pd.DataFrame({"strategy": s, **curve}) for s in ("random", "tpe")])
     stats = {"repeats": 1, "reached": 1, "trials_to_target": 3.0, "best_mean": 0.9,
              "best_std": None, "test_mean": 0.88, "test_std": None, "time_to_target_s": 3.0,

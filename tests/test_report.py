@@ -113,6 +113,7 @@ def test_best_so_far_bands_over_repeats() -> None:
     trials = pd.DataFrame({
         "strategy": ["tpe"] * 5, "repeat": [0, 0, 0, 1, 1], "trial": [1, 2, 3, 1, 2],
         "best_so_far": [0.5, 0.5, 0.9, math.nan, 0.7], "elapsed_s": [1.0, 2.0, 3.0, 2.0, 4.0]})
+    trials["best_by_time"] = trials.best_so_far  # trials ended in trial order
     band = best_so_far_bands(trials, "trial")["tpe"]
     assert list(band.x) == [1, 2, 3]
     assert math.isnan(band["mean"][0])  # repeat 1 has no complete trial yet

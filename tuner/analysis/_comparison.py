@@ -73,7 +73,7 @@ def build_comparison(space: Space, name: str, run_id: str, grid: GridPlan | None
                      "best_value": frame.best_so_far.iloc[-1] if len(frame) else math.nan,
                      test_key: metrics.get(test_key, math.nan),
                      "epochs": frame.epochs.sum(min_count=1) if len(frame) else math.nan,
-                     "wall_s": frame.elapsed_s.iloc[-1] if len(frame) else math.nan})
+                     "wall_s": frame.elapsed_s.max() if len(frame) else math.nan})
     trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     studies = pd.DataFrame(rows)
     if target is None and len(studies) and studies.best_value.notna().any():

@@ -38,7 +38,7 @@ def comparison_files(comparison: Comparison) -> dict[str, str | bytes]:
     sections = []
     if not comparison.trials.empty:
         for x, label, file in (("trial", "trial", "best_vs_trial"),
-                               ("elapsed_s", "wall time (s): sum of trial durations", "best_vs_time")):
+                               ("elapsed_s", "time with trials running (s)", "best_vs_time")):
             bands = best_so_far_bands(comparison.trials, x)
             title = (f"Best {comparison.objective} so far: mean over repeats, band min-max"
                      + (f"; dashed: target {comparison.target:.4g}" if comparison.target else ""))
@@ -53,8 +53,9 @@ def comparison_files(comparison: Comparison) -> dict[str, str | bytes]:
 
 def best_so_far_bands(trials: pd.DataFrame, x: str) -> dict[str, pd.DataFrame]:
     """Strategy -> (x, mean, low, high): the best value so far over repeats, against the trial
-    count or against the study's elapsed time (on 200 points, each repeat held at its last best);
-    NaN until every repeat has a complete trial."""
+    count or against the study's time with trials running (on 200 points, each repeat held at
+    its last best; trials in the order they ended); NaN until every repeat has a complete
+    trial."""
     out = {}
     for strategy, frame in trials.groupby("strategy", sort=False):
         if x == "trial":
@@ -63,8 +64,9 @@ def best_so_far_bands(trials: pd.DataFrame, x: str) -> dict[str, pd.DataFrame]:
             axis = np.linspace(0.0, float(frame.elapsed_s.max()), 200)
             columns = {}
             for repeat, rows in frame.groupby("repeat"):
+                rows = rows.sort_values("elapsed_s", kind="stable")
                 at = np.searchsorted(rows.elapsed_s.to_numpy(), axis, side="right") - 1
-                values = rows.best_so_far.to_numpy(dtype=float)
+                values = rows.best_by_time.to_numpy(dtype=float)
                 columns[repeat] = np.where(at >= 0, values[np.clip(at, 0, None)], np.nan)
             wide = pd.DataFrame(columns, index=axis)
         # Only where every repeat has a best: a mean over a growing set of repeats would jump.
@@ -165,7 +167,8 @@ def report_markdown(comparison: Comparison, files: list[str]) -> str:
         lines += [f"**Note**: {note}.", ""]
     target = "-" if comparison.target is None else f"{comparison.target:.4g}"
     lines += [f"Target: {comparison.objective} {target}. Test: `{comparison.test_metric}` of each "
-              "study's best trial, on the held-out split. Time: the sum of trial durations. "
+              "study's best trial, on the held-out split. Time: the time a study had trials "
+              "running (trials trained together count once). "
               "Ranked by the repeats that reached the target, the trials they took, then the best "
               "value.", "",
               "| " + " | ".join(SUMMARY_HEADERS) + " |",

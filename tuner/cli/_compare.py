@@ -195,8 +195,8 @@ def _print_comparison(comparison: Comparison, tracking_uri: str | None) -> None:
     _out.print(table)
     _out.print(f"ranked by the repeats that reached the target, the trials they took, then the "
                f"best value; test: {comparison.test_metric} of each study's best trial (held-out "
-               "split); time: sum of trial durations, mean ± std over the repeats that reached "
-               "the target")
+               "split); time: the time trials ran (trials trained together count once), mean ± "
+               "std over the repeats that reached the target")
     for note in comparison.notes:
         _out.print(f"note: {note}")
     if comparison.grid is not None:
