@@ -176,7 +176,7 @@ def report_markdown(comparison: Comparison, files: list[str]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(comparison)]
     lines.append("")
     for name, caption in (("best_vs_trial.png", "Best so far against trials"),
-                          ("best_vs_time.png", "Best so far against wall time")):
+                          ("best_vs_time.png", "Best so far against time with trials running")):
         if name in files:
             lines += [f"![{caption}]({name})", ""]
     links = [f"[{f}]({f})" for f in ("curves.html", "summary.csv", "studies.csv", "trials.csv")
