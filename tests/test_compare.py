@@ -332,3 +332,36 @@ def test_the_report_ranks_says_one_repeat_and_keeps_equal_curves_visible() -> No
         rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
         near = int((np.abs(pixels - rgb).sum(axis=1) < 40).sum())
         assert near > 400, (colour, near)
+
+
+def test_a_comparison_notes_strategies_that_did_not_run_as_named(workdir: Path) -> None:
+    """GP whose model never started (pruned trials do not count for it), GP handed to TPE by its
+    guard, and TPE whose model did start (no note)."""
+    from tuner.execution._compare import _strategy_notes
+    from tuner.search import ATTR_FALLBACK, open_storage
+
+    storage = open_storage(str(workdir / "s.journal"))
+    t0 = datetime.datetime(2026, 1, 1)
+    plans = []
+    for strategy, repeat, fallback in (("gp", 0, None), ("gp", 1, "GPSampler spent 30% ..."),
+                                       ("tpe", 0, None)):
+        name = f"c-{strategy}-r{repeat}"
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for i in range(12):  # told one after the other; every other one pruned
+            state = TrialState.PRUNED if i % 2 else TrialState.COMPLETE
+            trial = optuna.trial.create_trial(
+                state=state, value=0.5 if state == TrialState.COMPLETE else None, params={},
+                distributions={}, intermediate_values={1: 0.5} if i % 2 else None)
+            trial.datetime_start = t0 + datetime.timedelta(seconds=i)
+            trial.datetime_complete = t0 + datetime.timedelta(seconds=i + 0.5)
+            study.add_trial(trial)
+        if fallback:
+            study.set_user_attr(ATTR_FALLBACK, fallback)
+        plans.append(StudyPlan(strategy, repeat, repeat, name, 12))
+    plans.append(StudyPlan("gp", 2, 2, "c-gp-r2", 12))  # not started: not counted
+    notes = _strategy_notes(storage, plans)
+    assert notes == [
+        "gp drew all 12 trials at random: its model starts once 10 trials are complete (it does "
+        "not count pruned ones), and the study has 6; give it more trials or `--pruner none` "
+        "(in 2 of 2 repeats)",
+        "gp: GPSampler spent 30% ... (in 1 of 2 repeats)"]

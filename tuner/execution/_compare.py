@@ -44,6 +44,7 @@ from tuner.execution._options import (
 from tuner.execution._run import run_study
 from tuner.search import (
     ATTR_EXPERIMENT,
+    ATTR_FALLBACK,
     ATTR_PARENT_RUN,
     counted_trials,
     describe,
@@ -233,7 +234,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
             if result.interrupted:
                 interrupted = True
                 break
-        notes = (*notes, *_random_searches(storage, plans))
+        notes = (*notes, *_strategy_notes(storage, plans))
         settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
                     "storage": tags["storage"]}
         comparison = build_comparison(
@@ -248,22 +249,26 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
     return comparison
 
 
-def _random_searches(storage: Any, plans: list[StudyPlan]) -> list[str]:
-    """A note for each model-based strategy whose model never started in some repeats (their
-    studies were random searches: comparing them with `random` compares noise)."""
-    found: dict[str, list[str]] = {}
+def _strategy_notes(storage: Any, plans: list[StudyPlan]) -> list[str]:
+    """A note for each strategy whose studies did not run as their name says in some repeats:
+    a model that never started (a random search: comparing it with `random` compares noise),
+    or GP handing the rest of a study to TPE (`GuardedSampler`)."""
+    found: dict[tuple[str, str], list[str]] = {}
     repeats: dict[str, int] = {}
     names = {s.study_name for s in storage.get_all_studies()}
     for plan in plans:
         if plan.name not in names:
             continue
         repeats[plan.strategy] = repeats.get(plan.strategy, 0) + 1
-        trials = optuna.load_study(study_name=plan.name, storage=storage).get_trials(
-            deepcopy=False)
-        if (note := random_start_note(plan.strategy, trials)) is not None:
-            found.setdefault(plan.strategy, []).append(note)
+        study = optuna.load_study(study_name=plan.name, storage=storage)
+        drawn = random_start_note(plan.strategy, study.get_trials(deepcopy=False))
+        fallback = study.user_attrs.get(ATTR_FALLBACK)
+        for kind, note in (("random", drawn),
+                           ("fallback", f"{plan.strategy}: {fallback}" if fallback else None)):
+            if note is not None:
+                found.setdefault((plan.strategy, kind), []).append(note)
     return [f"{notes[0]} (in {len(notes)} of {repeats[strategy]} repeats)"
-            for strategy, notes in found.items()]
+            for (strategy, _), notes in found.items()]
 
 
 def _warm_up(data: Dataset, threads: int | None) -> None:
