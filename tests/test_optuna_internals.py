@@ -124,3 +124,23 @@ def test_tpe_and_gp_start_at_random_until_the_trials_tuner_counts_are_told(
             reference.add_trial(trial)
         random = reference.ask({"x": x}).params["x"]
         assert (drawn != random) == (state in start.counted), state
+
+
+def test_nsga2_records_the_generation_a_trial_was_asked_in() -> None:
+    """`ga_generation` reads the attribute NSGA-II writes when a trial is asked: a trial asked
+    while its generation has fewer than `population_size` complete trials joins it."""
+    from tuner.search._optuna import ga_generation
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.NSGAIISampler(population_size=4, seed=0))
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    running = [study.ask({"x": x}) for _ in range(5)]  # none complete: all five in generation 0
+    for trial in running:
+        study.tell(trial, [trial.params["x"], trial.params["x"] ** 2])
+    for _ in range(4):
+        trial = study.ask({"x": x})
+        study.tell(trial, [trial.params["x"], trial.params["x"] ** 2])
+    assert [ga_generation(t) for t in study.trials] == [0] * 5 + [1] * 4
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    plain.tell(plain.ask({"x": x}), 0.5)
+    assert ga_generation(plain.trials[0]) is None

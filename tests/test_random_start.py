@@ -161,3 +161,25 @@ def test_dask_tasks_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> No
     assert result.n_complete == 13
     study = load_study(result.study, journal)
     assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
+
+
+def test_nsga2_breeds_generations_that_fit_the_budget_also_in_packs(
+        workdir: Path, one_thread) -> None:
+    """NSGA-II's first generation is drawn at random: with Optuna's 50, a 16-trial study would be
+    a random search. Its generation is a quarter of a small budget, and a pack asks no trial that
+    a generation being filled by running trials would take in."""
+    from tests.test_multi import MLP_MULTI
+    from tuner.search import nsga2_population
+    from tuner.search._optuna import ga_generation
+
+    assert [nsga2_population(n) for n in (None, 4, 16, 24, 100, 200, 1000)] == \
+        [50, 4, 4, 6, 25, 50, 50]
+    assert batch_limit(seeded_sampler("nsga2", 0, True, 24), 24) == 6
+    journal = workdir / "m.journal"
+    space = load_space(write_space(workdir, MLP_MULTI.replace("trials: 4", "trials: 16")))
+    result = run_study(space, RunOptions(storage=str(journal), tracking=False, progress=False,
+                                         threads=1))
+    study = load_study(result.study, journal)
+    assert len(study.trials) == 16 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    generations = [ga_generation(t) for t in study.trials]
+    assert sorted(generations) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # before: all 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search._samplers import random_start
+from tuner.search._samplers import asking_rule
 from tuner.search._study import TRIAL_REASON, TRIAL_SURPLUS, StudyHandle, budget_slots, claim_waiting
 
 
@@ -25,7 +25,7 @@ def next_trial(handle: StudyHandle, grid: bool, target: int,
     if trial is not None:
         return trial, 0
     running = sum(t.state == TrialState.RUNNING for t in trials)
-    if grid or len(budget_slots(trials)) >= target or asking_room(handle, trials) == 0:
+    if grid or len(budget_slots(trials)) >= target or asking_room(handle, trials, target) == 0:
         return None, running
     trial = handle.study.ask()
     if _surplus(handle, trial, target):
@@ -33,13 +33,14 @@ def next_trial(handle: StudyHandle, grid: bool, target: int,
     return trial, 0
 
 
-def asking_room(handle: StudyHandle, trials: list[FrozenTrial]) -> int | None:
+def asking_room(handle: StudyHandle, trials: list[FrozenTrial], target: int) -> int | None:
     """How many new trials the study's sampler may be asked for now (None: no limit): none
-    while the trials running would complete its random start, for the next is then its model's
-    choice (TPE and GP; with a pack or several workers, trials would otherwise be asked before
-    the start's last trials are told, and drawn at random too)."""
-    start = random_start(handle.study.sampler)
-    return None if start is None else start.room(trials)
+    while the trials running would complete TPE's or GP's random start (the next is then the
+    model's choice) or NSGA-II's generation (the next is then bred from it). With a pack or
+    several workers, trials would otherwise be asked before those are told, and drawn at random
+    too, or from the generation before."""
+    rule = asking_rule(handle.study.sampler, target)
+    return None if rule is None else rule.room(trials)
 
 
 def study_done(handle: StudyHandle, grid: bool, target: int) -> bool:

@@ -1,10 +1,11 @@
 """Every use of Optuna beyond its public API, in one place.
 
 tuner claims queued trials itself (several workers, one budget), re-queues a trial with the
-parameters it was queued with, and finds a trial's storage id; Optuna offers no public call for
-these. It also loads Optuna's plotly views without the matplotlib import that comes with them.
-tests/test_optuna_internals.py pins each behaviour, so an Optuna upgrade that changes one fails
-there, loudly, and this file is the one to mend.
+parameters it was queued with, finds a trial's storage id and the NSGA-II generation it was
+asked in; Optuna offers no public call for these. It also loads Optuna's plotly views without
+the matplotlib import that comes with them. tests/test_optuna_internals.py pins each
+behaviour, so an Optuna upgrade that changes one fails there, loudly, and this file is the one
+to mend.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def queued_params(trial: FrozenTrial) -> dict[str, Any]:
 
 
 _MPL_VIEWS = "optuna.visualization.matplotlib"
+
+
+def ga_generation(trial: FrozenTrial) -> int | None:
+    """The generation NSGA-II gave a trial when it was asked (None: not an NSGA-II trial)."""
+    generation = trial.system_attrs.get("NSGAIISampler:generation")
+    return None if generation is None else int(generation)
 
 
 def plotly_views() -> ModuleType:

@@ -34,6 +34,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
+from tuner.search._optuna import ga_generation
 from tuner.space import MULTI_STRATEGIES, PRUNERS, STRATEGIES, PrunerSpec
 
 _log = logging.getLogger("tuner")
@@ -83,6 +84,30 @@ class RandomStart:
                    for t in trials if t.datetime_start is not None)
 
 
+@dataclass(frozen=True)
+class Generations:
+    """NSGA-II breeds each generation from the complete trials of the one before: a trial asked
+    while the current generation has fewer than `population` complete trials joins it, drawn
+    from the same parents (the first generation: at random)."""
+
+    population: int
+
+    def room(self, trials: Sequence[FrozenTrial]) -> int | None:
+        """How many new trials may be asked now so that none joins a generation that the trials
+        running will fill (None: the generation is complete; the next trial opens the next)."""
+        complete: dict[int, int] = {}
+        for trial in trials:
+            generation = ga_generation(trial)
+            if trial.state == TrialState.COMPLETE and generation is not None:
+                complete[generation] = complete.get(generation, 0) + 1
+        current = max(complete, default=0)
+        if complete.get(current, 0) >= self.population:
+            return None
+        running = sum(t.state == TrialState.RUNNING and ga_generation(t) in (current, None)
+                      for t in trials)
+        return max(self.population - complete.get(current, 0) - running, 0)
+
+
 # Optuna's own rules (TPESampler and GPSampler: `n_startup_trials`, the states they count).
 _STARTS = {"tpe": RandomStart(STARTUP_TRIALS, (TrialState.COMPLETE, TrialState.PRUNED)),
            "gp": RandomStart(STARTUP_TRIALS, (TrialState.COMPLETE,))}
@@ -108,6 +133,14 @@ def random_start_note(strategy: str, trials: Sequence[FrozenTrial]) -> str | Non
             f"{counted}; give it more trials{' or `--pruner none`' if gp else ''}")
 
 
+def asking_rule(sampler: BaseSampler, target: int) -> RandomStart | Generations | None:
+    """What a study's sampler (`seeded_sampler`, for a budget of `target`) needs told before it
+    is asked again: TPE and GP their random start, NSGA-II each generation; None: nothing."""
+    if sampler_name(sampler) == "NSGAIISampler":
+        return Generations(nsga2_population(target))
+    return random_start(sampler)
+
+
 def random_start(sampler: BaseSampler) -> RandomStart | None:
     """The random start of a study's sampler (`seeded_sampler`), or None if it has none."""
     return _STARTS.get({"TPESampler": "tpe", "GPSampler": "gp"}.get(sampler_name(sampler), ""))
@@ -116,9 +149,13 @@ def random_start(sampler: BaseSampler) -> RandomStart | None:
 def batch_limit(sampler: BaseSampler, target: int) -> int | None:
     """The most trials one process should have asked and not yet told (a pack's, those waiting
     for one): a sampler that learns from finished trials learns nothing from trials asked
-    together, so a third of the study's budget at most; None for samplers that do not learn."""
-    if sampler_name(sampler) in _BLIND:
+    together, so a third of the study's budget at most (NSGA-II: one generation); None for
+    samplers that do not learn."""
+    name = sampler_name(sampler)
+    if name in _BLIND:
         return None
+    if name == "NSGAIISampler":
+        return nsga2_population(target)
     return max(1, -(-target // 3))
 
 
@@ -127,8 +164,22 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
 
 
-def make_sampler(strategy: str, seed: int, multi: bool = False) -> BaseSampler:
-    """One plain Optuna sampler for `strategy` (`seeded_sampler` is what a study uses)."""
+def nsga2_population(trials: int | None) -> int:
+    """NSGA-II's generation size for a study of `trials`: Optuna's 50, or a quarter of a smaller
+    budget (at least 4), so that it breeds at least four generations. Its first generation is
+    drawn at random: with 50, a study of 24 trials would be a random search."""
+    if trials is None:
+        return _NSGA2_POPULATION
+    return max(4, min(_NSGA2_POPULATION, trials // 4))
+
+
+_NSGA2_POPULATION = 50  # Optuna's default
+
+
+def make_sampler(strategy: str, seed: int, multi: bool = False,
+                 trials: int | None = None) -> BaseSampler:
+    """One plain Optuna sampler for `strategy` (`seeded_sampler` is what a study uses), for a
+    study of `trials` (None: not known; it sizes NSGA-II's generations)."""
     if multi and strategy not in MULTI_STRATEGIES:
         raise TunerError(f"strategy {strategy!r} cannot search several objectives; use one of "
                          f"{', '.join(MULTI_STRATEGIES)}")
@@ -145,21 +196,23 @@ def make_sampler(strategy: str, seed: int, multi: bool = False) -> BaseSampler:
     if strategy == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if strategy == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(trials))
     if strategy == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                           warn_independent_sampling=False)
     raise TunerError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
-def seeded_sampler(strategy: str, seed: int, multi: bool = False) -> BaseSampler:
-    """The sampler of a study: per-trial seeds; GP guarded (single objective) by TPE."""
+def seeded_sampler(strategy: str, seed: int, multi: bool = False,
+                   trials: int | None = None) -> BaseSampler:
+    """The sampler of a study of `trials`: per-trial seeds; GP guarded (single objective) by
+    TPE."""
     if strategy == "qmc":
-        return make_sampler(strategy, seed, multi)
+        return make_sampler(strategy, seed, multi, trials)
 
     def per_trial(name: str) -> PerTrialSampler:
-        type_name = type(make_sampler(name, seed, multi)).__name__
-        return PerTrialSampler(lambda s: make_sampler(name, s, multi), seed, type_name)
+        type_name = type(make_sampler(name, seed, multi, trials)).__name__
+        return PerTrialSampler(lambda s: make_sampler(name, s, multi, trials), seed, type_name)
 
     if strategy == "gp" and not multi:
         return GuardedSampler(per_trial("gp"), per_trial("tpe"))
