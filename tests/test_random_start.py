@@ -163,23 +163,36 @@ def test_dask_tasks_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> No
     assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
 
 
-def test_nsga2_breeds_generations_that_fit_the_budget_also_in_packs(
-        workdir: Path, one_thread) -> None:
-    """NSGA-II's first generation is drawn at random: with Optuna's 50, a 16-trial study would be
-    a random search. Its generation is a quarter of a small budget, and a pack asks no trial that
-    a generation being filled by running trials would take in."""
-    from tests.test_multi import MLP_MULTI
-    from tuner.search import nsga2_population
-    from tuner.search._optuna import ga_generation
+def test_nsga2_is_not_asked_while_the_running_trials_complete_its_generation() -> None:
+    """NSGA-II breeds each generation from the complete trials of the one before; a trial asked
+    while the running ones would fill the current generation would join it instead."""
+    from tuner.search._samplers import Generations
 
-    assert [nsga2_population(n) for n in (None, 4, 16, 24, 100, 200, 1000)] == \
-        [50, 4, 4, 6, 25, 50, 50]
-    assert batch_limit(seeded_sampler("nsga2", 0, True, 24), 24) == 6
+    def member(number: int, generation: int, state: TrialState) -> FrozenTrial:
+        trial = _trial(number, state, number, None if state == TrialState.RUNNING else number + 1)
+        trial.system_attrs["NSGAIISampler:generation"] = generation  # see test_optuna_internals
+        return trial
+
+    rule = Generations(4)
+    first = [member(i, 0, TrialState.COMPLETE) for i in range(2)]
+    assert rule.room([]) == 4 and rule.room(first) == 2
+    assert rule.room([*first, member(2, 0, TrialState.RUNNING)]) == 1
+    assert rule.room(first + [member(i, 0, TrialState.RUNNING) for i in (2, 3)]) == 0
+    done = [member(i, 0, TrialState.COMPLETE) for i in range(4)]
+    assert rule.room(done) is None  # the next trial opens generation 1
+    assert rule.room(done + [member(4, 1, TrialState.COMPLETE)] +
+                     [member(i, 1, TrialState.RUNNING) for i in (5, 6, 7)]) == 0
+
+
+def test_a_multi_objective_study_inside_nsga2s_first_generation_says_so(
+        workdir: Path, one_thread) -> None:
+    from tests.test_multi import MLP_MULTI
+
     journal = workdir / "m.journal"
-    space = load_space(write_space(workdir, MLP_MULTI.replace("trials: 4", "trials: 16")))
+    space = load_space(write_space(workdir, MLP_MULTI.replace("trials: 4", "trials: 6")))
     result = run_study(space, RunOptions(storage=str(journal), tracking=False, progress=False,
                                          threads=1))
-    study = load_study(result.study, journal)
-    assert len(study.trials) == 16 and all(t.state == TrialState.COMPLETE for t in study.trials)
-    generations = [ga_generation(t) for t in study.trials]
-    assert sorted(generations) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # before: all 0
+    assert result.n_complete == 6
+    assert any(n.startswith("nsga2 drew all 6 trials at random: its first generation is 50")
+               for n in result.notes)
+    assert random_start_note("nsga2", []) is None

@@ -62,8 +62,7 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
     rules = StoppingRules.starting_now(options.patience, options.timeout)
     strategy = options.strategy or space.study.strategy
     seed = space.study.seed if options.seed is None else options.seed
-    # A bad strategy fails here.
-    sampler = seeded_sampler(strategy, seed, space.multi, options.trials or space.study.trials)
+    sampler = seeded_sampler(strategy, seed, space.multi)  # a bad strategy fails here
     pruner = pruner_spec_for(space, options.pruner)
     threads, notes = check_scaling(options)
     torch.set_num_threads(threads)

@@ -139,8 +139,7 @@ def open_job(job: Job, torch_threads: int | None = None) -> Session:
     data = load_dataset(space.data)
     storage = open_storage(job.storage, job.storage_retry_s)
     pruner = pruner_spec_for(space, job.pruner)
-    study = find_study(storage, job.study, seeded_sampler(job.strategy, job.seed, space.multi,
-                                                          job.target),
+    study = find_study(storage, job.study, seeded_sampler(job.strategy, job.seed, space.multi),
                        make_pruner(pruner, space.training.max_epochs))
     handle = StudyHandle(study, storage.get_study_id_from_name(job.study), storage, False)
     runs = None

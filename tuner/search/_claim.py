@@ -25,7 +25,7 @@ def next_trial(handle: StudyHandle, grid: bool, target: int,
     if trial is not None:
         return trial, 0
     running = sum(t.state == TrialState.RUNNING for t in trials)
-    if grid or len(budget_slots(trials)) >= target or asking_room(handle, trials, target) == 0:
+    if grid or len(budget_slots(trials)) >= target or asking_room(handle, trials) == 0:
         return None, running
     trial = handle.study.ask()
     if _surplus(handle, trial, target):
@@ -33,13 +33,13 @@ def next_trial(handle: StudyHandle, grid: bool, target: int,
     return trial, 0
 
 
-def asking_room(handle: StudyHandle, trials: list[FrozenTrial], target: int) -> int | None:
+def asking_room(handle: StudyHandle, trials: list[FrozenTrial]) -> int | None:
     """How many new trials the study's sampler may be asked for now (None: no limit): none
     while the trials running would complete TPE's or GP's random start (the next is then the
     model's choice) or NSGA-II's generation (the next is then bred from it). With a pack or
     several workers, trials would otherwise be asked before those are told, and drawn at random
     too, or from the generation before."""
-    rule = asking_rule(handle.study.sampler, target)
+    rule = asking_rule(handle.study.sampler)
     return None if rule is None else rule.room(trials)
 
 
