@@ -25,6 +25,7 @@ BENCHES = {
     "study": ("benchmarks.bench_study", "run"),
     "search": ("benchmarks.bench_search", "sample_efficiency"),
     "pruning": ("benchmarks.bench_search", "pruning"),
+    "multi": ("benchmarks.bench_search", "multi_objective"),
     "parallel": ("benchmarks.bench_parallel", "run"),
     "sklearn": ("benchmarks.bench_sklearn", "run"),
     "overhead": ("benchmarks.bench_overhead", "run"),

@@ -167,8 +167,8 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
 
 
 # NSGA-II's generation: Optuna's default. A quarter of a small budget (6 of 24 trials) bred
-# worse fronts on digits_multi.yaml than its random first generation (hypervolume 0.675 against
-# 0.712 over 4 seeds; 12 and 8: 0.717 and 0.701; multi-objective TPE: 0.720).
+# worse fronts on digits_multi.yaml than its random first generation (hypervolume 0.691 against
+# 0.712 over 4 seeds; 12: 0.717; multi-objective TPE: 0.720: `benchmarks.run --only multi`).
 NSGA2_POPULATION = 50
 
 
