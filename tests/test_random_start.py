@@ -17,7 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study
 from tuner import RunOptions, load_space, run_study
-from tuner.search import STARTUP_TRIALS, batch_limit, random_start_note, seeded_sampler
+from tuner.search import (
+    STARTUP_TRIALS,
+    batch_limit,
+    random_start_note,
+    seeded_sampler,
+    uncounted,
+)
 from tuner.search._samplers import random_start
 
 T0 = datetime.datetime(2026, 1, 1)
@@ -87,10 +93,15 @@ def _tpe_space(workdir: Path, epochs: int = 2) -> Path:
                        .replace("strategy: random", "strategy: tpe"))
 
 
+def _counted(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials less the surplus ones (two workers asked at once; one gave way)."""
+    return [t for t in study.get_trials(deepcopy=False) if not uncounted(t)]
+
+
 def _model_choices(study: optuna.Study) -> int:
     start = random_start(seeded_sampler("tpe", 0))
     assert start is not None
-    return start.model_trials(study.get_trials(deepcopy=False))
+    return start.model_trials(_counted(study))
 
 
 def _most_open_after_the_start(study: optuna.Study) -> int:
@@ -128,9 +139,9 @@ def test_three_workers_ask_tpe_for_every_trial_after_the_start(workdir: Path) ->
         pack=1))
     study = load_study(result.study, journal)
     assert result.n_complete == 13
-    # Every trial after the start (a surplus one too: two workers asked for the last slot)
-    # was asked once the start was told.
-    assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
+    # Every counted trial after the start was asked once the start was told: of two workers
+    # that asked at once for the start's last room, the later gave way (failed as surplus).
+    assert _model_choices(study) == len(_counted(study)) - STARTUP_TRIALS
 
 
 @pytest.mark.parametrize("strategy", ["random", "grid"])
@@ -160,7 +171,7 @@ def test_dask_tasks_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> No
             dask=cluster.scheduler_address))
     assert result.n_complete == 13
     study = load_study(result.study, journal)
-    assert _model_choices(study) == len(study.trials) - STARTUP_TRIALS
+    assert _model_choices(study) == len(_counted(study)) - STARTUP_TRIALS
 
 
 def test_nsga2_is_not_asked_while_the_running_trials_complete_its_generation() -> None:
@@ -196,3 +207,28 @@ def test_a_multi_objective_study_inside_nsga2s_first_generation_says_so(
     assert any(n.startswith("nsga2 drew all 6 trials at random: its first generation is 50")
                for n in result.notes)
     assert random_start_note("nsga2", []) is None
+
+
+def test_of_two_workers_that_ask_at_once_for_the_starts_last_room_the_later_gives_way(
+        workdir: Path) -> None:
+    """Both saw 8 trials told and 1 running (room for 1 more random trial) and both asked: the
+    later trial number is failed as surplus, not counted, and its worker asks again later."""
+    from tuner.search import TRIAL_REASON, StudyHandle, next_trial, open_storage
+
+    storage = open_storage(str(workdir / "s.journal"))
+    study = optuna.create_study(study_name="race", storage=storage, direction="maximize",
+                                sampler=seeded_sampler("tpe", 0))
+    x = FloatDistribution(0.0, 1.0)
+    for i in range(8):
+        study.add_trial(optuna.trial.create_trial(params={"x": i / 10}, distributions={"x": x},
+                                                  value=i / 10))
+    study.ask({"x": x})  # trial 8, running elsewhere
+    handle = StudyHandle(study, storage.get_study_id_from_name("race"), storage, False)
+    seen = storage.get_all_trials(handle.study_id, deepcopy=False)  # both workers' snapshot
+    first, _ = next_trial(handle, False, 20, seen)
+    second, running = next_trial(handle, False, 20, seen)
+    assert first is not None and first.number == 9
+    assert second is None and running == 2  # trial 10 gave way; 8 and 9 run
+    surplus = storage.get_all_trials(handle.study_id, deepcopy=False)[10]
+    assert surplus.state == TrialState.FAIL and uncounted(surplus)
+    assert "random start" in surplus.user_attrs[TRIAL_REASON]

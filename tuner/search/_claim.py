@@ -52,11 +52,17 @@ def study_done(handle: StudyHandle, grid: bool, target: int) -> bool:
 
 
 def _surplus(handle: StudyHandle, trial: optuna.Trial, target: int) -> bool:
-    """Two workers may both see one free slot and both ask; the later trial number gives way."""
-    slots = budget_slots(handle.storage.get_all_trials(handle.study_id, deepcopy=False))
-    if trial.number in slots[:target]:
+    """Two workers may both see one free slot, or the last room before the sampler's model
+    starts (`asking_room`), and both ask: the later trial number gives way (failed, not
+    counted; the worker asks again later)."""
+    trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
+    if trial.number not in budget_slots(trials)[:target]:
+        reason = "another worker took the budget's last slot"
+    elif asking_room(handle, [t for t in trials if t.number < trial.number]) == 0:
+        reason = "another worker's trial completes what the sampler waits for (its random start)"
+    else:
         return False
     trial.set_user_attr(TRIAL_SURPLUS, True)
-    trial.set_user_attr(TRIAL_REASON, "surplus: another worker took the budget's last slot")
+    trial.set_user_attr(TRIAL_REASON, f"surplus: {reason}")
     handle.study.tell(trial, state=TrialState.FAIL)
     return True
