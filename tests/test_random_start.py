@@ -26,6 +26,8 @@ from tuner.search import (
 )
 from tuner.search._samplers import random_start
 
+# The samplers are built here as a study builds them (TPE's `group`, QMC: experimental in Optuna).
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 T0 = datetime.datetime(2026, 1, 1)
 
 
