@@ -101,11 +101,11 @@ def test_plotly_views_load_without_matplotlib_and_matplotlib_views_still_load_wh
 @pytest.mark.parametrize("strategy", ["tpe", "gp"])
 def test_tpe_and_gp_start_at_random_until_the_trials_tuner_counts_are_told(
         strategy: str) -> None:
-    """`tuner.search._samplers._STARTS` mirrors Optuna's start-up rule (which states count):
+    """`tuner.search._asking._STARTS` mirrors Optuna's start-up rule (which states count):
     TPE counts complete and pruned trials, GP complete ones only. Checked on the samplers
     themselves: before the start, the same draws as the random sampler of the same seed."""
     from tuner.search import make_sampler
-    from tuner.search._samplers import random_start
+    from tuner.search._asking import random_start
 
     start = random_start(make_sampler(strategy, 0))
     assert start is not None

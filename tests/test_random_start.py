@@ -24,7 +24,7 @@ from tuner.search import (
     seeded_sampler,
     uncounted,
 )
-from tuner.search._samplers import random_start
+from tuner.search._asking import random_start
 
 # The samplers are built here as a study builds them (TPE's `group`, QMC: experimental in Optuna).
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -179,7 +179,7 @@ def test_dask_tasks_ask_tpe_for_every_trial_after_the_start(workdir: Path) -> No
 def test_nsga2_is_not_asked_while_the_running_trials_complete_its_generation() -> None:
     """NSGA-II breeds each generation from the complete trials of the one before; a trial asked
     while the running ones would fill the current generation would join it instead."""
-    from tuner.search._samplers import Generations
+    from tuner.search._asking import Generations
 
     def member(number: int, generation: int, state: TrialState) -> FrozenTrial:
         trial = _trial(number, state, number, None if state == TrialState.RUNNING else number + 1)

@@ -119,7 +119,7 @@ def _drive(client: Any, session: Session, job: Job, event_name: str,
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 free = 0 if session.grid else job.target - len(budget_slots(trials))
-                room = asking_room(handle, trials)  # a task asked now would draw at random
+                room = asking_room(handle, trials)  # the sampler waits for trials running
                 if room is not None:
                     free = min(free, room)
                 reason = session.rules.check(session.study) if session.rules.active else None

@@ -7,8 +7,9 @@ trains while it has trials; when one leaves (done, stopped early, pruned, failed
 refilled at the end of the epoch with a waiting trial of the same key, or a newly asked one. A
 trial whose key differs waits (its heartbeat beats) for the next pack of its kind; at most a
 pack's capacity of trials wait, and a sampler that learns from finished trials has at most its
-batch limit of them asked and not told (`tuner.search.batch_limit`; TPE and GP are not asked at
-all while the trials running would complete their random start: `asking_room`).
+batch limit of them asked and not told (`tuner.search.batch_limit`); no sampler is asked while
+the trials running would complete what it waits for (`asking_room`: TPE's and GP's random
+start, NSGA-II's generation).
 
 Each finished trial goes through `close_trial` and `Session.finish`, so the study and MLflow
 record it exactly as when trials run one at a time.

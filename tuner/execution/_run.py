@@ -135,8 +135,8 @@ def _drive(session: Session, options: RunOptions, threads: int,
         interrupted = stop.is_set()
         if session.stats.stopped:
             notes.append(session.stats.stopped)
-        if (drawn := random_start_note(session.strategy,
-                                                study.get_trials(deepcopy=False))) is not None:
+        drawn = random_start_note(session.strategy, study.get_trials(deepcopy=False))
+        if drawn is not None:  # a TPE, GP or NSGA-II study that was a random search
             notes.append(drawn)
         done = counted_trials(study)
         if not interrupted and not session.stats.stopped and done < session.target \

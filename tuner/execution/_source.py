@@ -12,7 +12,7 @@ from tuner.execution._progress import StudyProgress
 from tuner.execution._session import Session
 from tuner.search import next_trial, reap_stale
 
-_IDLE_POLL_S = 0.25  # a worker waiting for TPE's random start waits a trial, not more
+_IDLE_POLL_S = 0.25  # a worker waiting for the sampler (`asking_room`) waits a trial, not more
 
 
 class TrialSource:
@@ -29,8 +29,8 @@ class TrialSource:
         self.handed = 0
 
     def next(self, wait: bool = True) -> optuna.Trial | None:
-        """The next trial to run, or None. With the budget used up, or TPE or GP waiting for the
-        last trials of their random start (`asking_room`), and trials running elsewhere, it
+        """The next trial to run, or None. With the budget used up, or the sampler waiting for
+        trials running elsewhere (`asking_room`: TPE's random start, NSGA-II's generation), it
         waits for them (they come back to the queue if their worker dies), unless `wait` is
         False (a pack of this process is training: it asks again after the next epoch)."""
         session, handle = self.session, self.session.handle

@@ -5,6 +5,7 @@ Nothing here trains or tracks: a study is created or looked up, trials are claim
 budget and their outcomes told. Private Optuna internals are used only in `_optuna.py`.
 """
 
+from tuner.search._asking import batch_limit, random_start_note
 from tuner.search._claim import asking_room, next_trial, study_done
 from tuner.search._heartbeat import (
     DEFAULT_TIMEOUT_S,
@@ -33,10 +34,8 @@ from tuner.search._samplers import (
     STARTUP_TRIALS,
     GuardedSampler,
     PerTrialSampler,
-    batch_limit,
     make_pruner,
     make_sampler,
-    random_start_note,
     sampler_name,
     seeded_sampler,
     shared_start_note,

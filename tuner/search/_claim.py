@@ -12,7 +12,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search._samplers import asking_rule
+from tuner.search._asking import asking_rule
 from tuner.search._study import TRIAL_REASON, TRIAL_SURPLUS, StudyHandle, budget_slots, claim_waiting
 
 
@@ -59,7 +59,8 @@ def _surplus(handle: StudyHandle, trial: optuna.Trial, target: int) -> bool:
     if trial.number not in budget_slots(trials)[:target]:
         reason = "another worker took the budget's last slot"
     elif asking_room(handle, [t for t in trials if t.number < trial.number]) == 0:
-        reason = "another worker's trial completes what the sampler waits for (its random start)"
+        reason = ("another worker's trial completes what the sampler waits for (its random "
+                  "start, or NSGA-II's generation)")
     else:
         return False
     trial.set_user_attr(TRIAL_SURPLUS, True)
