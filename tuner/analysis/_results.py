@@ -73,6 +73,7 @@ class _BusyTime:
                 self.spans[-1] = (self.spans[-1][0], max(self.spans[-1][1], end))
             else:
                 self.spans.append((start, end))
+        self.starts = [start for start, _ in self.spans]
         self.before = [0.0]  # busy seconds before each span
         for start, end in self.spans:
             self.before.append(self.before[-1] + (end - start).total_seconds())
@@ -80,7 +81,7 @@ class _BusyTime:
     def until(self, moment: datetime.datetime | None) -> float:
         if moment is None:
             return 0.0
-        i = bisect.bisect_right([start for start, _ in self.spans], moment)
+        i = bisect.bisect_right(self.starts, moment)
         if i == 0:
             return 0.0
         start, end = self.spans[i - 1]
