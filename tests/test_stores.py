@@ -164,6 +164,8 @@ def _dead_port() -> int:
     ("a read-only artifact folder", lambda: "sqlite:///mlflow.db",
      lambda w: read_only(w / "mlruns"),
      ["the artifact folder of tracking store sqlite:///mlflow.db", "not writable"]),
+    ("a scheme MLflow has no store for", lambda: f"bogus://bob:{PASSWORD}@host/x", None,
+     ["tracking store bogus://bob:***@host/x cannot be used", "unsupported URI"]),
 ])
 def test_an_unusable_tracking_store_fails_in_seconds_and_leaves_nothing(
         workdir: Path, tracking_uri: str, case: str, store, prepare, words: list[str]) -> None:

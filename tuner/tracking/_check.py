@@ -50,8 +50,9 @@ def check_store(tracking_uri: str | None, experiment: str | None = None,
         _check_database(uri, shown, timeout_s)
     elif scheme in ("", "file"):
         _check_writable(_local(uri), f"tracking store {shown}")
-    else:
-        return  # databricks, a plugin's store: MLflow's own errors are all we have
+    elif scheme.startswith("databricks") or scheme == "uc":
+        return  # MLflow's own errors are all we have
+    # Any other scheme: a plugin's store answers below; one MLflow does not know fails there.
     try:
         client = client_for(uri)
         found = client.get_experiment_by_name(experiment) if experiment else None
