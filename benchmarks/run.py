@@ -31,6 +31,7 @@ BENCHES = {
     "overhead": ("benchmarks.bench_overhead", "run"),
     "large": ("benchmarks.bench_large", "run"),
     "command": ("benchmarks.bench_speed", "command"),
+    "compare": ("benchmarks.bench_compare", "run"),
     "pack": ("benchmarks.bench_speed", "pack"),
     "tracking_cost": ("benchmarks.bench_speed", "tracking_cost"),
     "gpu": ("benchmarks.bench_speed", "gpu"),

@@ -223,16 +223,24 @@ class _Recorder:
             raise KeyboardInterrupt  # a second Ctrl-C: abort at once
 
 
+@pytest.mark.parametrize("spare_core", [True, False], ids=["shared-writer", "threads"])
 def test_an_aborted_comparison_resumes_its_unfinished_study(
-        workdir: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+        workdir: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, spare_core: bool) -> None:
+    """Its studies write through one shared writer process where a core is spare, else from
+    threads: either way, nothing is left RUNNING and the resume finds every run."""
+    from tuner.execution import _compare
+
+    monkeypatch.setattr(_compare, "spare_core", lambda threads: spare_core)
+    experiment = f"cmp-abort-{spare_core}"  # the store is the session's
     space = load_space(write_space(workdir))
     options = CompareOptions(strategies=("random", "tpe"), trials=2, repeats=1, name="abort",
-                             experiment="cmp-abort", storage=str(workdir / "s.journal"),
+                             experiment=experiment, storage=str(workdir / "s.journal"),
                              tracking_uri=tracking_uri, target=0.0, out=str(workdir / "out"),
                              threads=1, log_model=False, views=False, pack=1)
     with pytest.raises(KeyboardInterrupt):
         run_comparison(space, options, _Recorder(stop_after=("abort-tpe-r0", 1)))
-    found = runs(tracking_uri, "cmp-abort")
+    found = runs(tracking_uri, experiment)
     assert [r.info.status for r in found["comparison"]] == ["KILLED"]
     status = {r.data.tags["study"]: r.info.status for r in found["study"]}
     assert status == {"abort-random-r0": "FINISHED", "abort-tpe-r0": "KILLED"}
@@ -243,7 +251,7 @@ def test_an_aborted_comparison_resumes_its_unfinished_study(
     assert recorder.started == [("abort-random-r0", 2, True), ("abort-tpe-r0", 1, False)]
     assert recorder.trials == ["abort-tpe-r0"]
     assert [t.number for t in load_study("abort-tpe-r0", workdir / "s.journal").trials] == [0, 1]
-    found = runs(tracking_uri, "cmp-abort")
+    found = runs(tracking_uri, experiment)
     assert [r.info.run_id for r in found["comparison"]] == [result.run_id]
     assert {r.info.status for r in found["comparison"] + found["study"]} == {"FINISHED"}
     assert len(found["study"]) == 2 and len(found["trial"]) == 4
@@ -254,7 +262,7 @@ def test_an_aborted_comparison_resumes_its_unfinished_study(
 
     changed = main(["compare", str(workdir / "tiny.yaml"), "--strategies", "random,tpe",
                     "--trials", "3", "--repeats", "1", "--name", "abort", "--experiment",
-                    "cmp-abort", "--storage", str(workdir / "s.journal"), "--tracking-uri",
+                    experiment, "--storage", str(workdir / "s.journal"), "--tracking-uri",
                     tracking_uri, "--quiet"])
     assert changed == 2  # other settings under the same name are refused, before any trial
     assert capsys.readouterr().err.strip().endswith(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +15,7 @@ import optuna
 import pytest
 import torch
 
-from tests.conftest import TINY_SPACE, write_space
+from tests.conftest import TINY_SPACE, subprocess_env, write_space
 from tests.helpers import metric_history
 from tuner import load_space
 from tuner.data import load_dataset
@@ -166,6 +168,29 @@ def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
         tracker.close()
 
 
+def test_a_shared_writer_adopts_the_prestarted_one_and_outlives_the_studies_it_lends_to(
+        tracking_uri: str) -> None:
+    """`tuner compare` prestarts the writer beside its imports; the comparison shares that one
+    (not a second): each study's tracker borrows it and leaves it running, the block closes it."""
+    from tuner.tracking import _writer
+
+    _writer.prestart(tracking_uri, "shared-cli", False)
+    early = _writer._prestarted[(tracking_uri, "shared-cli", False)]
+    with _writer.SharedWriter(tracking_uri, "shared-cli", False, start=False):
+        assert not _writer._prestarted and _writer.prestarted()
+        for study in ("a", "b"):
+            tracker = Tracker(tracking_uri, "shared-cli", process=True, warm_up=False)
+            assert tracker.remote is early
+            parent = tracker.start_study(study, {}, {}, None)
+            run = tracker.start_trial(parent, study, 0, {"lr": 0.1}, {})
+            run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
+            tracker.close()
+            assert early.alive()  # borrowed, not ended
+    assert early._process.poll() == 0 and not _writer.prestarted()
+    assert {r.info.status for r in _trial_runs(tracking_uri, "shared-cli")} == {"FINISHED"}
+    assert len(_trial_runs(tracking_uri, "shared-cli")) == 2
+
+
 def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
         tmp_path: Path) -> None:
     """`tuner run` starts its writer before its own imports: a store that exists is checked
@@ -231,9 +256,11 @@ def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
 
 def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process(
         workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer process started by a study itself makes its imports while the study waits
-    (seconds per study of a comparison); only `tuner run` starts one, beside its own imports."""
-    from tuner import CompareOptions, compare
+    """A writer process started by a study itself makes its imports while the study waits;
+    only `tuner run` starts one for a study, beside its own imports. A comparison without a
+    spare core starts none either."""
+    from tuner import CompareOptions, RunOptions, compare, run_study
+    from tuner.execution import _compare
     from tuner.tracking import _writer
 
     def no_process(*args: object, **kwargs: object) -> None:
@@ -241,11 +268,65 @@ def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process
 
     monkeypatch.setattr(_writer.ProcessWriter, "__init__", no_process)
     space = load_space(write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1")))
-    result = compare(space, CompareOptions(
+    for seed in (0, 1):
+        result = run_study(space, RunOptions(
+            seed=seed, trials=1, storage="threads.journal", study_name=f"alone-{seed}",
+            tracking_uri=tracking_uri, log_model=False, views=False, progress=False, threads=1))
+        assert result.n_complete == 1
+    monkeypatch.setattr(_compare, "spare_core", lambda threads: False)
+    compared = compare(space, CompareOptions(
         strategies=("random",), trials=1, repeats=2, name="threads", storage="threads.journal",
         tracking_uri=tracking_uri, out=str(workdir / "out"), log_model=False, views=False,
         threads=1))
-    assert len(result.studies) == 2 and len(result.trials) == 2
+    assert len(compared.studies) == 2 and len(compared.trials) == 2
+
+
+SHARED_WRITER_SCRIPT = """
+import json, sys
+from tuner import CompareOptions, compare, load_space
+from tuner.execution import _compare
+from tuner.tracking import _writer
+
+_compare.spare_core = lambda threads: True  # the suite's machine may be busy
+started = []
+init = _writer.ProcessWriter.__init__
+def counted(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    started.append(self)
+_writer.ProcessWriter.__init__ = counted
+result = compare(load_space(sys.argv[1]), CompareOptions(
+    strategies=("random", "tpe"), trials=2, repeats=1, name="shared", storage="s.journal",
+    tracking_uri=sys.argv[2], out="out", views=False, threads=1))
+print(json.dumps({"writers": len(started), "ended": [w._process.poll() for w in started],
+                  "model_logging_here": "mlflow.pytorch" in sys.modules,
+                  "studies": len(result.studies)}))
+"""
+
+
+def test_a_comparison_shares_one_writer_process_among_its_studies(
+        workdir: Path, tracking_uri: str) -> None:
+    """One process makes MLflow's and model logging's imports for every study of the
+    comparison, writes their trial runs and logs their models (the comparison's own process
+    never imports MLflow's PyTorch flavour), and has exited when the comparison returns."""
+    from mlflow import MlflowClient
+
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
+    done = subprocess.run([sys.executable, "-c", SHARED_WRITER_SCRIPT, str(space),
+                           tracking_uri], cwd=workdir, env=subprocess_env(tracking_uri),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"writers": 1, "ended": [0], "model_logging_here": False, "studies": 2}
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("shared")
+    assert experiment is not None
+    found = client.search_runs([experiment.experiment_id], max_results=100)
+    roles = Counter((r.data.tags["tuner.role"], r.info.status) for r in found)
+    assert roles == {("comparison", "FINISHED"): 1, ("study", "FINISHED"): 2,
+                     ("trial", "FINISHED"): 4}
+    studies = {r.info.run_id for r in found if r.data.tags["tuner.role"] == "study"}
+    models = client.search_logged_models([experiment.experiment_id])
+    assert sorted(m.source_run_id for m in models) == sorted(studies)
 
 
 SLOW_OBJECTIVE = """\

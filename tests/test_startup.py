@@ -188,7 +188,7 @@ def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(workdir: Pat
                 threads=1, progress=False))
         assert _writer.prestarted()  # the check ran in it; no tracker took it over
     finally:
-        _writer.take(uri, "refused", False).close()
+        _writer.take(uri, "refused", False)[0].close()
     assert str(there.value) == str(here.value) and "\n" not in str(there.value)
     assert str(there.value).startswith("tracking store sqlite:///")
     assert not (workdir / "s.journal").exists()

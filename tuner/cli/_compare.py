@@ -74,7 +74,7 @@ def register(sub: Any) -> None:
 @collector.pausing  # while the studies' libraries load (see tuner._collector)
 def cmd_compare(args: argparse.Namespace) -> int:
     space = load_space(args.space)  # before the heavy imports: a bad file fails in a second
-    from tuner.execution import CompareOptions, run_comparison
+    from tuner.execution import CompareOptions
 
     options = CompareOptions(
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
@@ -83,7 +83,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, target=args.target, out=args.out,
         **device_options(args), log_model=not args.no_model, views=not args.no_views,
         refit=not args.no_refit)
+    from tuner.tracking import prestart_writer, spare_core
+
+    if spare_core(options.threads or 1):  # it imports MLflow while this process imports
+        prestart_writer(options.tracking_uri, options.experiment_name(space.name),
+                        options.log_model)
     import optuna
+
+    from tuner.execution import run_comparison
 
     # GPSampler warns once per conditional parameter per trial (it samples those at random),
     # which would bury the live view; the README says so once.

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.execution._compare import (
-        CompareOptions,
         Listener,
         plan_grid,
         repeat_seed,
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from tuner.execution._final import FinalOptions, FinalResult, evaluate_study, train_space
     from tuner.execution._join import join_study
     from tuner.execution._loop import TrialSource, stop_on_signals, work
-    from tuner.execution._options import RunOptions, StudyResult, WorkerOptions
+    from tuner.execution._options import CompareOptions, RunOptions, StudyResult, WorkerOptions
     from tuner.execution._progress import StudyProgress
     from tuner.execution._run import run_study
     from tuner.execution._session import Session
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from tuner.execution._workers import threads_per_worker
 
 _WHERE = {
-    "CompareOptions": "_compare", "Listener": "_compare", "plan_grid": "_compare",
+    "CompareOptions": "_options", "Listener": "_compare", "plan_grid": "_compare",
     "repeat_seed": "_compare", "run_comparison": "_compare",
     "FinalOptions": "_final", "FinalResult": "_final", "evaluate_study": "_final",
     "train_space": "_final", "join_study": "_join", "TrialSource": "_loop",

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,13 +32,7 @@ from tuner.analysis import (
 )
 from tuner.data import Dataset, load_dataset
 from tuner.errors import OptionError, TunerError, check_name
-from tuner.execution._options import (
-    RunOptions,
-    check_at_least,
-    check_choice,
-    check_device,
-    check_flag,
-)
+from tuner.execution._options import CompareOptions, RunOptions
 from tuner.execution._run import run_study
 from tuner.search import (
     ATTR_EXPERIMENT,
@@ -54,61 +46,23 @@ from tuner.search import (
 )
 from tuner.space import (
     MAX_GRID_POINTS,
-    PRUNERS,
-    STRATEGIES,
     FloatParam,
     IntParam,
     Space,
     TrialConfig,
 )
 from tuner.tracking import (
+    SharedWriter,
     Tracker,
     check_comparison,
     check_store,
     log_study_outcome,
+    prepare_client,
     run_status,
+    spare_core,
     start_comparison,
 )
 from tuner.training import fit
-
-
-@dataclass(frozen=True)
-class CompareOptions:
-    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp")
-    trials: int | None = None  # per study; default: the space's study.trials
-    repeats: int = 3
-    seed: int | None = None  # default: the space's study.seed
-    pruner: str | None = None
-    name: str | None = None  # default: SPACE-compare
-    experiment: str | None = None  # default: the comparison's name
-    storage: str | None = None
-    tracking_uri: str | None = None
-    target: float | None = None
-    out: str | None = None  # default: reports/NAME
-    threads: int | None = None
-    log_model: bool = True
-    views: bool = True  # Optuna's plots per study: 3-8 s each
-    refit: bool = True  # each study's final model retrained on train + validation
-    pack: int | None = None  # MLP trials trained at once (None: automatic)
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not self.strategies:
-            raise OptionError("strategies", "needs at least one strategy")
-        for strategy in self.strategies:
-            check_choice("strategies", strategy, STRATEGIES, "strategy")
-        if len(set(self.strategies)) != len(self.strategies):
-            raise OptionError("strategies", f"lists a strategy twice: {','.join(self.strategies)}")
-        check_choice("pruner", self.pruner, PRUNERS)
-        for name in ("trials", "repeats", "threads", "pack"):
-            check_at_least(name, getattr(self, name), 1)
-        check_device("device", self.device)
-        check_at_least("seed", self.seed, 0)
-        if self.target is not None and (isinstance(self.target, bool) or not isinstance(
-                self.target, int | float) or not math.isfinite(self.target)):
-            raise OptionError("target", f"must be a finite number, got {self.target!r}")
-        check_name("name", self.name)
-        check_flag("refit", self.refit)
 
 
 class Listener(Protocol):
@@ -159,7 +113,7 @@ def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]
                          "compares single-objective studies (run each strategy with `tuner "
                          "run --strategy`, then `tuner best` lists each front)")
     trials = space.study.trials if options.trials is None else options.trials
-    name = options.name or f"{space.name}-compare"
+    name = options.comparison_name(space.name)
     check_name("name", name)
     out = Path(options.out or Path("reports") / name)
     if out.exists() and not out.is_dir():
@@ -176,6 +130,19 @@ def run_comparison(space: Space, options: CompareOptions,
     """Run (or resume) every (strategy, repeat) study, then summarise and write the report.
     `on_plan(name, plans, grid, comparison run id, notes)` hears the plan before any study runs."""
     name, trials, seed = check_options(space, options)
+    experiment = options.experiment_name(space.name)
+    # Where a core is spare, one writer process for every study: it makes MLflow's and model
+    # logging's imports once, beside this process's, and the studies' trial runs and models
+    # are written there, off this process's interpreter lock.
+    with SharedWriter(options.tracking_uri, experiment, options.log_model,
+                      start=spare_core(options.threads or 1)):
+        return _compare(space, options, name, trials, seed, experiment, listener, on_plan)
+
+
+def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed: int,
+             experiment: str, listener: Listener | None,
+             on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str, tuple[str, ...]],
+                               None] | None) -> Comparison:
     note = shared_start_note(options.strategies, trials)
     notes = (note,) if note else ()
     data = load_dataset(space.data)  # bad data fails before any study or run exists
@@ -187,8 +154,10 @@ def run_comparison(space: Space, options: CompareOptions,
     params = {"space": space.name, "space_hash": space.hash, "trials": trials, "seed": seed,
               "pruner": pruner, "max_epochs": space.training.max_epochs,
               "objective": space.objective.key, "data": space.data.source}
-    experiment = options.experiment or name
-    check_store(options.tracking_uri, experiment)  # in seconds, before anything is written
+    # In seconds, before anything is written; where a writer process checks, this process
+    # imports what its own client needs meanwhile.
+    check_store(options.tracking_uri, experiment,
+                meanwhile=lambda: prepare_client(options.tracking_uri))
     check_comparison(options.tracking_uri, experiment, name, params)
     storage = open_storage(options.storage)
     tracker = Tracker(options.tracking_uri, experiment)

@@ -1,6 +1,7 @@
-"""How to run a study (`RunOptions`, checked once when it is made) and what a run returns
-(`StudyResult`). The CLI builds the same `RunOptions` from its flags, so a bad value gets the same
-one-line error from both: `trials: must be >= 1, got 0` (the CLI says `--trials: ...`)."""
+"""How to run a study (`RunOptions`, checked once when it is made), what a run returns
+(`StudyResult`), how to compare strategies (`CompareOptions`). The CLI builds the same options
+from its flags, so a bad value gets the same one-line error from both: `trials: must be >= 1,
+got 0` (the CLI says `--trials: ...`). Nothing here imports torch or MLflow."""
 
 from __future__ import annotations
 
@@ -176,3 +177,51 @@ class WorkerOptions:
             check_at_least(name, getattr(self, name), 1)
         check_at_least("heartbeat_timeout", self.heartbeat_timeout, 1.0, unit=" s")
         check_at_least("storage_retry_s", self.storage_retry_s, 0.0, unit=" s")
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How to compare strategies (`tuner compare`); None means "the space file's default"."""
+
+    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp")
+    trials: int | None = None  # per study; default: the space's study.trials
+    repeats: int = 3
+    seed: int | None = None  # default: the space's study.seed
+    pruner: str | None = None
+    name: str | None = None  # default: SPACE-compare
+    experiment: str | None = None  # default: the comparison's name
+    storage: str | None = None
+    tracking_uri: str | None = None
+    target: float | None = None
+    out: str | None = None  # default: reports/NAME
+    threads: int | None = None
+    log_model: bool = True
+    views: bool = True  # Optuna's plots per study: 3-8 s each
+    refit: bool = True  # each study's final model retrained on train + validation
+    pack: int | None = None  # MLP trials trained at once (None: automatic)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise OptionError("strategies", "needs at least one strategy")
+        for strategy in self.strategies:
+            check_choice("strategies", strategy, STRATEGIES, "strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise OptionError("strategies", f"lists a strategy twice: {','.join(self.strategies)}")
+        check_choice("pruner", self.pruner, PRUNERS)
+        for name in ("trials", "repeats", "threads", "pack"):
+            check_at_least(name, getattr(self, name), 1)
+        check_device("device", self.device)
+        check_at_least("seed", self.seed, 0)
+        if self.target is not None and (isinstance(self.target, bool) or not isinstance(
+                self.target, int | float) or not math.isfinite(self.target)):
+            raise OptionError("target", f"must be a finite number, got {self.target!r}")
+        check_name("name", self.name)
+        check_flag("refit", self.refit)
+
+    def comparison_name(self, space_name: str) -> str:
+        return self.name or f"{space_name}-compare"
+
+    def experiment_name(self, space_name: str) -> str:
+        """The MLflow experiment: the comparison's name unless one is given."""
+        return self.experiment or self.comparison_name(space_name)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tuner.tracking._client import client_for, store_uri
     from tuner.tracking._errors import StoreError
     from tuner.tracking._models import log_raw_row_model, log_torch_model, register_model
-    from tuner.tracking._preflight import check_store
+    from tuner.tracking._preflight import check_store, prepare_client
     from tuner.tracking._queries import (
         check_comparison,
         default_tracking_uri,
@@ -33,13 +33,14 @@ if TYPE_CHECKING:
         trial_run_tags,
     )
     from tuner.tracking._tracker import PARENT_RUN_TAG, RUN_STATUS, Tracker, TrialRun
+    from tuner.tracking._writer import SharedWriter, spare_core
     from tuner.tracking._writer import prestart as prestart_writer
     from tuner.tracking._writer import prestarted as writer_prestarted
-    from tuner.tracking._writer import spare_core
 
 _WHERE = {
     "StoreError": "_errors",
     "check_store": "_preflight",
+    "prepare_client": "_preflight",
     "client_for": "_client",
     "store_uri": "_client",
     "log_raw_row_model": "_models",
@@ -63,17 +64,18 @@ _WHERE = {
     "TrialRun": "_tracker",
     "prestart_writer": "_writer",
     "writer_prestarted": "_writer",
+    "SharedWriter": "_writer",
     "spare_core": "_writer",
 }
 _RENAMED = {"prestart_writer": "prestart", "writer_prestarted": "prestarted"}
 
 __all__ = [
-    "PARENT_RUN_TAG", "RUN_STATUS", "StoreError", "Tracker", "TrialRun", "check_comparison",
-    "check_store", "client_for", "default_tracking_uri", "fail_trial_run", "find_trial_run",
-    "join_tracker", "list_experiments", "log_raw_row_model", "log_study_outcome",
-    "log_torch_model", "prestart_writer", "register_model", "run_experiment", "run_status",
-    "runs_frame", "spare_core", "start_comparison", "store_uri", "trial_run_tags",
-    "writer_prestarted",
+    "PARENT_RUN_TAG", "RUN_STATUS", "SharedWriter", "StoreError", "Tracker", "TrialRun",
+    "check_comparison", "check_store", "client_for", "default_tracking_uri", "fail_trial_run",
+    "find_trial_run", "join_tracker", "list_experiments", "log_raw_row_model",
+    "log_study_outcome", "log_torch_model", "prepare_client", "prestart_writer", "register_model",
+    "run_experiment", "run_status", "runs_frame", "spare_core", "start_comparison", "store_uri",
+    "trial_run_tags", "writer_prestarted",
 ]
 
 

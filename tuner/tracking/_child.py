@@ -18,13 +18,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tuner import _collector as collector
-from tuner._stores import SQL_SCHEMES, scheme_of
 from tuner.errors import redact_logs
 from tuner.tracking import _client
 from tuner.tracking._check import check_store, holds_a_store
 from tuner.tracking._client import client_for, create_run, experiment_named, store_uri, write_run
 from tuner.tracking._errors import StoreError
 from tuner.tracking._model_io import log_raw_row_model_at, log_torch_model_at
+from tuner.tracking._preflight import prepare_client
 
 _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": log_raw_row_model_at}
 # What the study's process may ask of the store (`Tracker.store`).
@@ -48,7 +48,10 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
     busy = 0.0
     prechecked: tuple[str | None, str | None] | None = None  # (experiment, what is wrong)
     warming = threading.Thread(target=_warm_up, name="tuner-warm-up", daemon=True)
-    _prepare(tracking_uri)
+    # MLflow's SQL store imported while the study's process makes its own imports: the study
+    # waits for the store's check, which then takes a tenth of a second. The store itself is
+    # not opened before the study asks (bad input must leave no store behind).
+    prepare_client(tracking_uri)
     if not warm_up:
         collector.resume()
     while True:
@@ -135,19 +138,6 @@ def _problem(tracking_uri: str | None, experiment: str | None) -> str | None:
 
 def _reply(replies: Connection, item: tuple[Any, ...]) -> None:
     replies.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _prepare(tracking_uri: str | None) -> None:
-    """Import MLflow's SQL store (and its schema check) while the study's process makes its own
-    imports: the study waits for the store's check, which then takes a tenth of a second. The
-    store itself is not opened before the study asks (bad input must leave no store behind)."""
-    if tracking_uri and scheme_of(tracking_uri) not in SQL_SCHEMES:
-        return  # a server, a file store: nothing heavy to prepare
-    try:
-        import alembic.migration  # noqa: F401
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    except Exception:  # not installed as expected: the check will say what is wrong
-        pass
 
 
 def _warm_up() -> None:

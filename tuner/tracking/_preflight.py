@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tuner._stores import SQL_SCHEMES, scheme_of
 from tuner.tracking._errors import StoreError
 from tuner.tracking._writer import prestarted_for
 
@@ -25,3 +26,16 @@ def check_store(tracking_uri: str | None, experiment: str | None = None,
     from tuner.tracking._check import check_store as check_here
 
     check_here(tracking_uri, experiment)
+
+
+def prepare_client(tracking_uri: str | None) -> None:
+    """Import what an MLflow client of a SQL store needs (MLflow's SQL store and its schema
+    check: about two seconds), without opening the store: work to do while a writer process
+    checks it (see `check_store`), or while the study's process makes its imports."""
+    if tracking_uri and scheme_of(tracking_uri) not in SQL_SCHEMES:
+        return  # a server, a file store: nothing heavy to prepare
+    try:
+        import alembic.migration  # noqa: F401
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    except Exception:  # not installed as expected: the check will say what is wrong
+        pass

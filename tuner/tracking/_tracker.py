@@ -5,8 +5,8 @@ a `TrialRun` receives its per-epoch events and buffers them, so a trial costs a 
 calls (start, params, one batch of metrics, end) instead of one call per metric per epoch.
 
 What is done to the store is a function of `_client`; the tracker runs it here, or names it to
-its writer process (`tuner run`), which then holds the only MLflow client: the study's process
-imports no MLflow at all (about a second of its start).
+its writer process (`tuner run`'s; a comparison's), which then holds the study's MLflow client:
+`tuner run`'s process imports no MLflow at all (about a second of its start).
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ _FLUSH_EVERY_S = 10.0  # long trials still show live curves in the UI
 class Tracker:
     """Writes a study and its trials to one MLflow experiment; times its own calls.
 
-    Trial runs are written asynchronously: by a writer process (`process=True`: the store's
-    Python work then holds another interpreter's lock, not the training's; every other call and
-    the models go there too, and this process imports no MLflow), else by one background
-    thread, which hands the trial runs over to a writer process if enough of the study is left
-    (`hand_over`). Study-level calls (and anything that returns a value) wait for the writer
-    first.
-    `close()` (or leaving a `with` block) writes what is queued and ends the writer.
+    Trial runs are written asynchronously: by a writer process (`process=True`: the one
+    `tuner run` prestarted, or a comparison's shared one, borrowed; the store's Python work then
+    holds another interpreter's lock, not the training's; every other call and the models go
+    there too), else by one background thread, which hands the trial runs over to a writer
+    process if enough of the study is left (`hand_over`). Study-level calls (and anything that
+    returns a value) wait for the writer first.
+    `close()` (or leaving a `with` block) writes what is queued and ends the writer (a borrowed
+    one is left running for the next study).
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, asynchronous: bool = True,
@@ -64,8 +65,11 @@ class Tracker:
         self.remote: ProcessWriter | None = None
         self._hand_over: HandOver | None = None
         self._sent: set[ProcessWriter] = set()  # writer processes sent something since a drain
+        self._owns_remote = False
+        self._remote_base = 0.0  # what a borrowed writer had written before this study
         if process and asynchronous:
-            remote = take_writer(tracking_uri, experiment, warm_up)
+            remote, self._owns_remote = take_writer(tracking_uri, experiment, warm_up)
+            self._remote_base = remote.seconds
             self.tracking_uri, self.experiment_id = self.timed(remote.open, experiment)
             self.remote = remote
             self.client: Any = _RemoteClient(remote)
@@ -92,8 +96,13 @@ class Tracker:
                 self._hand_over.close()
             if self.remote is not None:
                 remote, self.remote = self.remote, None
-                self._background_base = remote.seconds
-                remote.close()
+                try:
+                    if self._owns_remote:
+                        remote.close()
+                    else:  # a comparison's shared writer: what this study sent is written
+                        remote.drain()
+                finally:
+                    self._background_base = remote.seconds - self._remote_base
             else:
                 _client.settle(self.client, self.tracking_uri)
         finally:
@@ -102,7 +111,7 @@ class Tracker:
     @property
     def background_seconds(self) -> float:
         """Time spent writing in the background (the thread, the writer process)."""
-        remote = self.remote.seconds if self.remote is not None else \
+        remote = self.remote.seconds - self._remote_base if self.remote is not None else \
             getattr(self, "_background_base", 0.0)
         handed = self._hand_over.seconds if self._hand_over is not None else 0.0
         return self._writer.seconds + remote + handed

@@ -6,6 +6,7 @@ critical path: `Writer` (a thread) or `ProcessWriter` (a process of its own).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -128,6 +129,7 @@ class ProcessWriter:
         self._refs = 0
         self._lock = threading.Lock()
         self.seconds = 0.0  # time the writer process spent in MLflow calls
+        self.lent = False  # a study borrowed it (a comparison's shared writer: `SharedWriter`)
         self._outbox.put(("precheck", experiment))  # an existing store, checked meanwhile
 
     def _feed(self) -> None:
@@ -138,6 +140,10 @@ class ProcessWriter:
                 self._out.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError as exc:
                 self._broken = f"{type(exc).__name__}: {exc}"
+
+    def alive(self) -> bool:
+        """Whether the process still runs and its pipe still takes requests."""
+        return self._broken is None and self._process.poll() is None
 
     def create(self, run_name: str, tags: dict[str, str], start_ms: int) -> int:
         with self._lock:
@@ -274,6 +280,7 @@ def _exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 _prestarted: dict[tuple[str | None, str, bool], ProcessWriter] = {}
+_shared: dict[tuple[str | None, str], ProcessWriter] = {}
 
 
 def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
@@ -285,28 +292,76 @@ def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
         _prestarted[key] = ProcessWriter(tracking_uri, experiment, warm_up)
 
 
+class SharedWriter:
+    """One writer process for the studies that a caller runs one after another on one store and
+    experiment (a comparison's). It checks the store, and each study's tracker borrows it
+    (`take`) and waits, at the study's end, for what it sent. Its imports (MLflow's, model
+    logging's) are made once, not by a writer process per study, and the studies' process logs
+    no model itself. It is the writer `prestart` started for the same store, experiment and
+    warm-up (`tuner compare` starts it beside its own imports), else a new one.
+
+    Leaving the block closes it, or ends it without waiting if no study borrowed it.
+    `start=False` (no core to spare): no new process; without a prestarted one, studies go
+    their own way."""
+
+    def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool, start: bool):
+        self._key = (tracking_uri, experiment)
+        self._writer = _prestarted.pop((tracking_uri, experiment, warm_up), None)
+        if self._writer is None and start:
+            self._writer = ProcessWriter(tracking_uri, experiment, warm_up)
+        if self._writer is not None:
+            _shared[self._key] = self._writer
+
+    def __enter__(self) -> SharedWriter:
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        _shared.pop(self._key, None)
+        if not (writer.lent and writer.alive()):
+            writer.abandon()
+        elif kind is None:
+            writer.close()
+        else:
+            with contextlib.suppress(Exception):  # the error on its way out is the one to see
+                writer.close()
+
+
 def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessWriter | None:
-    """The writer prestarted for a study on this store and experiment, left in place."""
+    """The writer prestarted (or shared) for a study on this store and experiment, left in
+    place."""
+    found = _shared.get((tracking_uri, experiment or ""))
+    if found is not None and found.alive():
+        return found
     return next((writer for (uri, name, _), writer in _prestarted.items()
                  if uri == tracking_uri and name == experiment), None)
 
 
 def prestarted() -> bool:
     """Whether this process started a writer for the study it is about to run (`tuner run`
-    does, beside its own imports). A writer process started later, by a study itself, would make
-    its imports while the study waits: a few seconds that only a long study wins back, and that
-    `tuner compare`, notebooks and scripts would pay for every study (one that turns out long
-    hands its trial runs over to a writer process: `_handover`)."""
-    return bool(_prestarted)
+    does, beside its own imports; a comparison shares one among its studies). A writer process
+    started later, by a study itself, would make its imports while the study waits: a few
+    seconds that only a long study wins back, and that notebooks and scripts would pay for every
+    study (one that turns out long hands its trial runs over to a writer process:
+    `_handover`)."""
+    return bool(_prestarted) or any(writer.alive() for writer in _shared.values())
 
 
-def take(tracking_uri: str | None, experiment: str, warm_up: bool) -> ProcessWriter:
-    """The prestarted writer for this study, else a new one (others are closed)."""
+def take(tracking_uri: str | None, experiment: str, warm_up: bool
+         ) -> tuple[ProcessWriter, bool]:
+    """The writer for this study, and whether the study owns it (closes it at its end): the
+    shared one, borrowed; else the prestarted one; else a new one (others are closed)."""
+    lent = _shared.get((tracking_uri, experiment))
+    if lent is not None and lent.alive():
+        lent.lent = True
+        return lent, False
     found = _prestarted.pop((tracking_uri, experiment, warm_up), None)
     for other in list(_prestarted.values()):
         other.close()
     _prestarted.clear()
-    return found or ProcessWriter(tracking_uri, experiment, warm_up)
+    return found or ProcessWriter(tracking_uri, experiment, warm_up), True
 
 
 def spare_core(threads: int) -> bool:
