@@ -11,7 +11,7 @@
   the default since the seventh session) against the way it wrote before: from a thread in
   each study, which handed the trial runs over to a writer process of the study's own once the
   study looked long enough, and logged each study's model itself. Both are the CLI; the second
-  only has the comparison's spare-core test answer no.
+  starts no writer beside its imports and has the comparison's spare-core test answer no.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from benchmarks.bench_speed import REPO, SPACE, _env
 
 STRATEGIES = ("random", "tpe")
 REPEATS = 2
-# The CLI, with the comparison told that no core is spare: no shared writer process.
-_UNSHARED = ("import sys; from tuner.execution import _compare; "
+# The CLI as it wrote before: no writer prestarted, and the comparison told that no core is
+# spare, so no shared writer process (each study still hands over to one of its own).
+_UNSHARED = ("import sys; from tuner.tracking import _writer; "
+             "_writer.prestart = lambda *args: None; from tuner.execution import _compare; "
              "_compare.spare_core = lambda threads: False; from tuner.cli import main; "
              "sys.exit(main(sys.argv[1:]))")
 
