@@ -36,6 +36,7 @@ mkdir race && cd race && cp ../ok.yaml . && { t0=$(date +%s.%N); tuner run ok.ya
   printf '| two tuner run at once in an empty folder (SQLite study + mlflow.db) | %s and %s | %.1f s | %s |\n' "$r1" "$r2" "$(echo "$t1 - $t0" | bc)" "$(cat e1 e2 | grep -v '^\s*$' | head -1 | cut -c1-150)"; }; cd ..
 row "unreachable HTTP tracking server (password in URI)" tuner run ok.yaml --tracking-uri http://bob:SECRET@127.0.0.1:9 --storage u.journal
 row "PostgreSQL tracking URI on a dead port" tuner run ok.yaml --tracking-uri postgresql://postgres:SECRET@127.0.0.1:9/x --storage p.journal
+row "a tracking URI scheme MLflow has no store for (was: exit 1 at the first MLflow call)" tuner run ok.yaml --tracking-uri bogus://bob:SECRET@host/x --storage b.journal
 row "--debug with a password in the tracking URI" tuner --debug run ok.yaml --tracking-uri http://bob:SECRET@127.0.0.1:9 --storage d.journal
 printf 'root:x:0:0:root:/root:/bin/bash\n' > passwd.csv
 sed 's/source: digits/source: csv, path: passwd.csv, target: y, task: classification/' ok.yaml > nontable.yaml
