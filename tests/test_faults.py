@@ -5,8 +5,10 @@ two on the journal file: tests/test_parallel.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -322,3 +324,73 @@ def test_a_heartbeat_that_cannot_reach_the_storage_says_so_once(
     warnings = [r for r in caplog.records if "heartbeat" in r.getMessage()]
     assert len(warnings) == 1 and "declare this trial lost" in warnings[0].getMessage()
     assert "pw-" not in warnings[0].getMessage()  # the URL's password stays out
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+from tuner import RunOptions, parse_space, run_study
+from tuner.tracking import prestart_writer
+
+uri, folder, prestart = sys.argv[1], sys.argv[2], sys.argv[3] == "writer"
+space = parse_space(sys.argv[4], file=folder + "/orphans.yaml")
+if prestart:  # as `tuner run` does where a core is spare
+    prestart_writer(uri, "orphans", False)
+
+def objective(params, reporter):
+    time.sleep(0.6)
+    return float(params["x"])
+
+run_study(space, RunOptions(storage=folder + "/orphans.journal", tracking_uri=uri,
+                            experiment="orphans", threads=1, progress=False, views=False,
+                            log_model=False), objective=objective)
+"""
+
+
+def _serving_children(pid: int) -> list[int]:
+    """The MLflow writer processes that process `pid` started."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"tuner.tracking._serve" in cmdline:
+            found.append(int(child))
+    return found
+
+
+def test_trial_runs_left_open_by_a_killed_writer_are_ended_when_the_study_resumes(
+        workdir: Path, tracking_uri: str) -> None:
+    """The writer process is the only one that knows the ids of the trial runs it created: if
+    it is killed, the runs of the trials then training stay RUNNING. The next run of the study
+    ends them (FAILED, with the reason), and leaves the others as they were."""
+    space = custom_space("orphans", 6)
+    args = [sys.executable, "-c", ORPHAN_SCRIPT, tracking_uri, str(workdir)]
+    first = subprocess.Popen([*args, "writer", space], cwd=workdir, env=subprocess_env(
+        tracking_uri), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def two_runs() -> bool:
+            try:
+                return len(runs_of(tracking_uri, "orphans")[1]) >= 2
+            except AssertionError:  # no experiment yet
+                return False
+
+        wait_for(two_runs, timeout=120, what="two trial runs")
+        (writer,) = _serving_children(first.pid)
+        os.kill(writer, signal.SIGKILL)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 1 and "MLflow writer process ended unexpectedly" in stderr
+    left_open = {r.info.run_id for r in runs_of(tracking_uri, "orphans")[1]
+                 if r.info.status == "RUNNING"}
+    assert left_open, "the killed writer left no run open: nothing was tested"
+
+    again = subprocess.run([*args, "thread", space], cwd=workdir, env=subprocess_env(
+        tracking_uri), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    parents, trials = runs_of(tracking_uri, "orphans")
+    assert {r.info.status for r in parents + trials} <= {"FINISHED", "FAILED"}
+    ended = [r for r in trials if r.info.run_id in left_open]
+    assert ended and all(r.info.status == "FAILED" and
+                         r.data.tags["fail_reason"].startswith("left open when the process")
+                         for r in ended)
+    assert all(r.data.tags.get("fail_reason") is None for r in trials
+               if r.info.run_id not in left_open)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from tuner.execution._trial import TrialOutcome
 from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, TRIAL_ENQUEUED, LostTrial, sampler_name
@@ -55,6 +56,9 @@ class StudyRuns:
         if parent != resume:
             study.set_user_attr(ATTR_PARENT_RUN, parent)
             study.set_user_attr(ATTR_EXPERIMENT, tracker.experiment_id)
+        else:  # runs left open by a process that ended before its writer could end them
+            tracker.end_orphaned_runs(parent, [t.number for t in study.get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,))])
         return cls(tracker, space, study.study_name, strategy, parent)
 
     def start_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> TrialRun:

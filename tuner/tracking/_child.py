@@ -29,7 +29,8 @@ from tuner.tracking._preflight import prepare_client
 _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": log_raw_row_model_at}
 # What the study's process may ask of the store (`Tracker.store`).
 _STORE = {name: getattr(_client, name) for name in (
-    "open_parent_run", "create_plain_run", "log_values", "end_run", "run_data", "log_files")}
+    "open_parent_run", "create_plain_run", "log_values", "end_run", "run_data", "log_files",
+    "end_orphaned_runs")}
 _ANSWERED = {"check", "open", "call", "store", "client"}  # requests that wait for a reply
 
 

@@ -204,6 +204,31 @@ def open_parent_run(client: MlflowClient, experiment_id: str, name: str,
                             parent_run_id)
 
 
+ORPHAN_REASON = ("left open when the process writing it ended (its MLflow writer process was "
+                 "killed, say); ended when the study resumed")
+
+
+def end_orphaned_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                      running: Sequence[int]) -> list[str]:
+    """End (FAILED, with the reason) the trial runs under a resumed study's parent run that are
+    still RUNNING although their trials are not (`running`: the trial numbers that are): runs
+    whose writer ended before it could end them. Their ids."""
+    from mlflow.entities import RunTag
+
+    ended = []
+    for run in client.search_runs(
+            [experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and "
+            "tags.`tuner.role` = 'trial' and attributes.status = 'RUNNING'", max_results=1000):
+        number = run.data.tags.get("trial_number")
+        if number is not None and number.isdigit() and int(number) in running:
+            continue  # another process trains it now
+        client.log_batch(run.info.run_id, tags=[RunTag("state", "FAIL"),
+                                                RunTag("fail_reason", ORPHAN_REASON)])
+        client.set_terminated(run.info.run_id, "FAILED")
+        ended.append(str(run.info.run_id))
+    return ended
+
+
 def create_plain_run(client: MlflowClient, experiment_id: str, name: str,
                      tags: Mapping[str, str], params: Mapping[str, Any],
                      parent_run_id: str | None = None) -> str:

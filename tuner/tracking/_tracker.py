@@ -166,6 +166,11 @@ class Tracker:
         return str(self.store("open_parent_run", self.experiment_id, name, dict(tags),
                               dict(params), resume_run_id, parent_run_id))
 
+    def end_orphaned_runs(self, parent_run_id: str, running: list[int]) -> list[str]:
+        """End the trial runs of a resumed study left RUNNING by a process that ended (see
+        `_client.end_orphaned_runs`); their ids."""
+        return list(self.store("end_orphaned_runs", self.experiment_id, parent_run_id, running))
+
     def start_trial(self, parent_run_id: str, study_name: str, number: int,
                     params: Mapping[str, Any], tags: Mapping[str, str]) -> TrialRun:
         """A trial's run, created now; its params go with its first batch of metrics (three
