@@ -327,7 +327,7 @@ def test_a_heartbeat_that_cannot_reach_the_storage_says_so_once(
 
 
 ORPHAN_SCRIPT = """
-import sys, time
+import os, sys, time
 from tuner import RunOptions, parse_space, run_study
 from tuner.tracking import prestart_writer
 
@@ -335,14 +335,19 @@ uri, folder, prestart = sys.argv[1], sys.argv[2], sys.argv[3] == "writer"
 space = parse_space(sys.argv[4], file=folder + "/orphans.yaml")
 if prestart:  # as `tuner run` does where a core is spare
     prestart_writer(uri, "orphans", False)
+calls = []
 
 def objective(params, reporter):
-    time.sleep(0.6)
+    calls.append(1)
+    if len(calls) == 2:  # the second trial waits until its writer has been killed
+        deadline = time.monotonic() + 120
+        while not os.path.exists(folder + "/go") and time.monotonic() < deadline:
+            time.sleep(0.05)
     return float(params["x"])
 
-run_study(space, RunOptions(storage=folder + "/orphans.journal", tracking_uri=uri,
-                            experiment="orphans", threads=1, progress=False, views=False,
-                            log_model=False), objective=objective)
+run_study(space, RunOptions(storage=folder + "/orphans.journal", study_name="orphans",
+                            tracking_uri=uri, experiment="orphans", threads=1, progress=False,
+                            views=False, log_model=False), objective=objective)
 """
 
 
@@ -356,41 +361,65 @@ def _serving_children(pid: int) -> list[int]:
     return found
 
 
-def test_trial_runs_left_open_by_a_killed_writer_are_ended_when_the_study_resumes(
-        workdir: Path, tracking_uri: str) -> None:
+def _trial_runs(tracking_uri: str) -> list[Any]:
+    try:
+        return list(runs_of(tracking_uri, "orphans")[1])
+    except AssertionError:  # no experiment yet
+        return []
+
+
+def test_a_killed_writer_leaves_no_run_open(workdir: Path, tracking_uri: str) -> None:
     """The writer process is the only one that knows the ids of the trial runs it created: if
-    it is killed, the runs of the trials then training stay RUNNING. The next run of the study
-    ends them (FAILED, with the reason), and leaves the others as they were."""
-    space = custom_space("orphans", 6)
+    it is killed, the study's process writes the rest itself (saying so once) and ends the
+    trial runs the writer had open, FAILED with the reason; a resumed study ends any such run
+    that a process ending with its writer left behind."""
+    space = custom_space("orphans", 4)
     args = [sys.executable, "-c", ORPHAN_SCRIPT, tracking_uri, str(workdir)]
     first = subprocess.Popen([*args, "writer", space], cwd=workdir, env=subprocess_env(
         tracking_uri), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        def two_runs() -> bool:
-            try:
-                return len(runs_of(tracking_uri, "orphans")[1]) >= 2
-            except AssertionError:  # no experiment yet
-                return False
-
-        wait_for(two_runs, timeout=120, what="two trial runs")
+        wait_for(lambda: len(_trial_runs(tracking_uri)) >= 2, timeout=120,
+                 what="the second trial's run")
         (writer,) = _serving_children(first.pid)
         os.kill(writer, signal.SIGKILL)
+        (workdir / "go").touch()
         _, stderr = first.communicate(timeout=120)
     finally:
         first.kill()
-    assert first.returncode == 1 and "MLflow writer process ended unexpectedly" in stderr
-    left_open = {r.info.run_id for r in runs_of(tracking_uri, "orphans")[1]
-                 if r.info.status == "RUNNING"}
-    assert left_open, "the killed writer left no run open: nothing was tested"
-
-    again = subprocess.run([*args, "thread", space], cwd=workdir, env=subprocess_env(
-        tracking_uri), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    assert first.returncode == 0, stderr
+    assert stderr.count("the MLflow writer process ended unexpectedly") == 1, stderr
     parents, trials = runs_of(tracking_uri, "orphans")
-    assert {r.info.status for r in parents + trials} <= {"FINISHED", "FAILED"}
-    ended = [r for r in trials if r.info.run_id in left_open]
-    assert ended and all(r.info.status == "FAILED" and
-                         r.data.tags["fail_reason"].startswith("left open when the process")
-                         for r in ended)
-    assert all(r.data.tags.get("fail_reason") is None for r in trials
-               if r.info.run_id not in left_open)
+    assert [r.info.status for r in parents] == ["FINISHED"]
+    orphans = [r for r in trials if r.data.tags.get("fail_reason", "").startswith(
+        "left open when the process writing it ended")]
+    assert orphans and {r.info.status for r in orphans} == {"FAILED"}
+    assert "RUNNING" not in {r.info.status for r in trials}
+    study = load_study("orphans", workdir / "orphans.journal")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # the study is whole
+
+    # A run left open (as by a process killed together with its writer) is ended when the
+    # study resumes; one whose trial runs elsewhere is not.
+    from mlflow import MlflowClient
+
+    from tuner.tracking import Tracker
+
+    client = MlflowClient(tracking_uri)
+    parent, experiment = parents[0].info.run_id, parents[0].info.experiment_id
+
+    def left_open(number: int) -> str:
+        return str(client.create_run(experiment, tags={
+            "mlflow.parentRunId": parent, "tuner.role": "trial", "trial_number": str(number),
+            "study": "orphans"}).info.run_id)
+
+    stale = left_open(1)
+    again = subprocess.run([*args, "thread", space.replace("trials: 4", "trials: 5")],
+                           cwd=workdir, env=subprocess_env(tracking_uri), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert client.get_run(stale).info.status == "FAILED"
+    elsewhere = left_open(7)
+    with Tracker(tracking_uri, "orphans") as tracker:
+        assert tracker.end_orphaned_runs(parent, [7]) == []
+        assert client.get_run(elsewhere).info.status == "RUNNING"
+        assert tracker.end_orphaned_runs(parent, []) == [elsewhere]
+    assert client.get_run(elsewhere).info.status == "FAILED"

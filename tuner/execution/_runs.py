@@ -25,6 +25,7 @@ class StudyRuns:
         self.study_name = study_name
         self.strategy = strategy
         self.parent = parent
+        self.study: optuna.Study | None = None  # set by `open`
         self.objective_keys = [o.key for o in space.objectives]
 
     @classmethod
@@ -57,9 +58,10 @@ class StudyRuns:
             study.set_user_attr(ATTR_PARENT_RUN, parent)
             study.set_user_attr(ATTR_EXPERIMENT, tracker.experiment_id)
         else:  # runs left open by a process that ended before its writer could end them
-            tracker.end_orphaned_runs(parent, [t.number for t in study.get_trials(
-                deepcopy=False, states=(TrialState.RUNNING,))])
-        return cls(tracker, space, study.study_name, strategy, parent)
+            tracker.end_orphaned_runs(parent, _running(study))
+        runs = cls(tracker, space, study.study_name, strategy, parent)
+        runs.study = study
+        return runs
 
     def start_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> TrialRun:
         tags = {"strategy": self.strategy,
@@ -91,3 +93,11 @@ class StudyRuns:
 
     def end(self, status: str) -> None:
         self.tracker.end_run(self.parent, status)
+        if self.tracker.writer_lost and self.study is not None:
+            # The trial runs that the lost writer had open: only it knew their ids.
+            self.tracker.end_orphaned_runs(self.parent, _running(self.study))
+
+
+def _running(study: optuna.Study) -> list[int]:
+    """The numbers of the study's trials that are running (here or elsewhere)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]

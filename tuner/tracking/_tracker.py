@@ -12,6 +12,8 @@ its writer process (`tuner run`'s; a comparison's), which then holds the study's
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +32,7 @@ from tuner.tracking._client import (
     write_run,
 )
 from tuner.tracking._handover import HandOver
-from tuner.tracking._writer import ProcessWriter
+from tuner.tracking._writer import ProcessWriter, WriterLost
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
 from tuner.tracking._writer import take as take_writer
@@ -38,6 +40,7 @@ from tuner.tracking._writer import take as take_writer
 __all__ = ["BATCH_LIMIT", "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun", "client_for",
            "text"]
 
+_log = logging.getLogger("tuner")
 _FLUSH_EVERY_S = 10.0  # long trials still show live curves in the UI
 
 
@@ -65,6 +68,8 @@ class Tracker:
         self.remote: ProcessWriter | None = None
         self._hand_over: HandOver | None = None
         self._sent: set[ProcessWriter] = set()  # writer processes sent something since a drain
+        self.writer_lost = False  # its writer process ended unexpectedly (`_lose_writer`)
+        self._losing = threading.Lock()
         self._owns_remote = False
         self._remote_base = 0.0  # what a borrowed writer had written before this study
         if process and asynchronous:
@@ -138,10 +143,42 @@ class Tracker:
             self.calls += 1
 
     def store(self, name: str, *args: Any) -> Any:
-        """`_client.<name>(client, *args)`, in the writer process where there is one."""
-        if self.remote is not None:
-            return self.timed(self.remote.store, name, *args)
+        """`_client.<name>(client, *args)`, in the writer process where there is one. If that
+        process has ended (killed), here: so that the study's runs can still be ended."""
+        remote = self.remote
+        if remote is not None:
+            try:
+                return self.timed(remote.store, name, *args)
+            except WriterLost:
+                self._lose_writer()
         return self.timed(getattr(_client, name), self.client, *args)
+
+    def call_or_here(self, name: str, here: Any, *args: Any) -> Any:
+        """The writer process's function `name` (model logging: `_child._CALLS`) run there, or
+        `here(tracking_uri, *args)` in this process: without a writer process, or once it has
+        ended."""
+        remote = self.remote
+        if remote is not None:
+            try:
+                return self.timed(remote.call, name, *args)
+            except WriterLost:
+                self._lose_writer()
+        return self.timed(here, self.tracking_uri, *args)
+
+    def _lose_writer(self) -> None:
+        """The writer process has ended: this process writes from now on (a thread), with a
+        client of its own. What the process was sent and had not written is lost, said once."""
+        with self._losing:  # the model's logging thread and the study's may both find out
+            if self.writer_lost:
+                return
+            self.client = client_for(self.tracking_uri)
+            remote, self.remote = self.remote, None
+            self._sent.clear()
+            if remote is not None and self._owns_remote:
+                remote.abandon()
+            self.writer_lost = True
+        _log.warning("the MLflow writer process ended unexpectedly; this process writes the "
+                     "rest, and the trial runs it had open end FAILED")
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         if not self.asynchronous:

@@ -23,6 +23,10 @@ from typing import Any
 WRITER_URI_VARIABLE = "TUNER_WRITER_TRACKING_URI"  # the writer process's store ("": MLflow's)
 
 
+class WriterLost(RuntimeError):
+    """The writer process ended before it answered (killed, say): what it was sent is lost."""
+
+
 class Writer:
     """One background thread that performs (MLflow) calls in the order they were submitted.
 
@@ -242,12 +246,12 @@ class ProcessWriter:
                 meanwhile()
             while not self._in.poll(1.0):
                 if self._broken or self._process.poll() is not None:
-                    raise RuntimeError("the MLflow writer process ended unexpectedly (exit "
+                    raise WriterLost("the MLflow writer process ended unexpectedly (exit "
                                        f"code {self._process.poll()}; {self._broken or ''})")
             try:
                 seconds, errors, result = pickle.loads(self._in.recv_bytes())
             except EOFError:
-                raise RuntimeError("the MLflow writer process ended unexpectedly (exit code "
+                raise WriterLost("the MLflow writer process ended unexpectedly (exit code "
                                    f"{self._process.wait()})") from None
         self.seconds = seconds
         if errors:
