@@ -145,25 +145,24 @@ class Tracker:
     def store(self, name: str, *args: Any) -> Any:
         """`_client.<name>(client, *args)`, in the writer process where there is one. If that
         process has ended (killed), here: so that the study's runs can still be ended."""
-        remote = self.remote
-        if remote is not None:
-            try:
-                return self.timed(remote.store, name, *args)
-            except WriterLost:
-                self._lose_writer()
-        return self.timed(getattr(_client, name), self.client, *args)
+        return self._there_or_here(lambda remote: remote.store(name, *args),
+                                   lambda: getattr(_client, name)(self.client, *args))
 
     def call_or_here(self, name: str, here: Any, *args: Any) -> Any:
         """The writer process's function `name` (model logging: `_child._CALLS`) run there, or
         `here(tracking_uri, *args)` in this process: without a writer process, or once it has
         ended."""
+        return self._there_or_here(lambda remote: remote.call(name, *args),
+                                   lambda: here(self.tracking_uri, *args))
+
+    def _there_or_here(self, there: Any, here: Any) -> Any:
         remote = self.remote
         if remote is not None:
             try:
-                return self.timed(remote.call, name, *args)
+                return self.timed(there, remote)
             except WriterLost:
                 self._lose_writer()
-        return self.timed(here, self.tracking_uri, *args)
+        return self.timed(here)
 
     def _lose_writer(self) -> None:
         """The writer process has ended: this process writes from now on (a thread), with a
