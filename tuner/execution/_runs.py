@@ -20,12 +20,14 @@ _RUN_STATE = {"INTERRUPTED": "KILLED", "LOST": "FAIL"}
 
 class StudyRuns:
     def __init__(self, tracker: Tracker, space: Space, study_name: str, strategy: str,
-                 parent: str):
+                 parent: str, study: optuna.Study | None = None):
+        """`study`: where the trials that are running are looked up, when the runs that a lost
+        writer process left open are ended (a worker writes from a thread: it has none)."""
         self.tracker = tracker
         self.study_name = study_name
         self.strategy = strategy
         self.parent = parent
-        self.study: optuna.Study | None = None  # set by `open`
+        self.study = study
         self.objective_keys = [o.key for o in space.objectives]
 
     @classmethod
@@ -59,9 +61,7 @@ class StudyRuns:
             study.set_user_attr(ATTR_EXPERIMENT, tracker.experiment_id)
         else:  # runs left open by a process that ended before its writer could end them
             tracker.end_orphaned_runs(parent, _running(study))
-        runs = cls(tracker, space, study.study_name, strategy, parent)
-        runs.study = study
-        return runs
+        return cls(tracker, space, study.study_name, strategy, parent, study)
 
     def start_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> TrialRun:
         tags = {"strategy": self.strategy,
