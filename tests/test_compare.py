@@ -288,6 +288,30 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(
     assert MlflowClient(tracking_uri).get_experiment_by_name("never-compared") is None
 
 
+def test_a_writer_started_for_a_comparison_refused_late_is_ended(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`tuner compare` starts its writer process before its heavy imports; input found bad
+    after that (here: --out names a file) still exits 2 and leaves no writer behind."""
+    from tuner.tracking import _writer
+
+    started: list[Any] = []
+    init = _writer.ProcessWriter.__init__
+
+    def kept(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(_writer.ProcessWriter, "__init__", kept)
+    monkeypatch.setattr(_writer, "spare_core", lambda threads: True)
+    (workdir / "taken").write_text("a file, not a folder")
+    code = main(["compare", str(write_space(workdir)), "--out", str(workdir / "taken"),
+                 "--experiment", "refused-late", "--tracking-uri", tracking_uri, "--quiet"])
+    assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    assert len(started) == 1 and started[0]._process.poll() is not None
+    assert not _writer._prestarted
+
+
 def test_a_budget_within_the_start_up_trials_is_said() -> None:
     note = shared_start_note(("grid", "random", "tpe", "gp"), STARTUP_TRIALS)
     assert note is not None and "random, tpe, gp run identical parameters" in note

@@ -83,7 +83,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, target=args.target, out=args.out,
         **device_options(args), log_model=not args.no_model, views=not args.no_views,
         refit=not args.no_refit)
-    from tuner.tracking import prestart_writer, spare_core
+    from tuner.tracking import discard_prestarted_writers, prestart_writer, spare_core
 
     if spare_core(options.threads or 1):  # it imports MLflow while this process imports
         prestart_writer(options.tracking_uri, options.experiment_name(space.name),
@@ -100,6 +100,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
     finally:
         view.end()
+        discard_prestarted_writers()  # one the comparison did not take over: bad input
     return report_outcome(comparison, args.json,
                           lambda c: _print_comparison(c, args.tracking_uri))
 

@@ -117,8 +117,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             prestart_writer(options.tracking_uri, options.experiment or space.name,
                             options.log_model)
     from tuner.api import run_study
+    from tuner.tracking import discard_prestarted_writers
 
-    result = run_study(space, options)
+    try:
+        result = run_study(space, options)
+    finally:
+        discard_prestarted_writers()  # one the study did not take over: bad input found late
     return report_outcome(result, args.json, lambda r: _print_result(r, args.tracking_uri))
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from tuner.tracking._tracker import PARENT_RUN_TAG, RUN_STATUS, Tracker, TrialRun
     from tuner.tracking._writer import SharedWriter, spare_core
+    from tuner.tracking._writer import discard_prestarted as discard_prestarted_writers
     from tuner.tracking._writer import prestart as prestart_writer
     from tuner.tracking._writer import prestarted as writer_prestarted
 
@@ -63,15 +64,18 @@ _WHERE = {
     "Tracker": "_tracker",
     "TrialRun": "_tracker",
     "prestart_writer": "_writer",
+    "discard_prestarted_writers": "_writer",
     "writer_prestarted": "_writer",
     "SharedWriter": "_writer",
     "spare_core": "_writer",
 }
-_RENAMED = {"prestart_writer": "prestart", "writer_prestarted": "prestarted"}
+_RENAMED = {"prestart_writer": "prestart", "writer_prestarted": "prestarted",
+            "discard_prestarted_writers": "discard_prestarted"}
 
 __all__ = [
     "PARENT_RUN_TAG", "RUN_STATUS", "SharedWriter", "StoreError", "Tracker", "TrialRun",
-    "check_comparison", "check_store", "client_for", "default_tracking_uri", "fail_trial_run",
+    "check_comparison", "check_store", "client_for", "default_tracking_uri",
+    "discard_prestarted_writers", "fail_trial_run",
     "find_trial_run", "join_tracker", "list_experiments", "log_raw_row_model",
     "log_study_outcome", "log_torch_model", "prepare_client", "prestart_writer", "register_model",
     "run_experiment", "run_status", "runs_frame", "spare_core", "start_comparison", "store_uri",

@@ -296,6 +296,14 @@ def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
         _prestarted[key] = ProcessWriter(tracking_uri, experiment, warm_up)
 
 
+def discard_prestarted() -> None:
+    """End, without waiting, the writers prestarted for a command that stopped before its study
+    took them over (input found bad after the start, say)."""
+    for writer in _prestarted.values():
+        writer.abandon()
+    _prestarted.clear()
+
+
 class SharedWriter:
     """One writer process for the studies that a caller runs one after another on one store and
     experiment (a comparison's). It checks the store, and each study's tracker borrows it
