@@ -1,4 +1,5 @@
-"""Reading back what a study left in MLflow (tests talk to the real store)."""
+"""Reading back what a study left in MLflow (tests talk to the real store); the writer
+processes a test started."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def load_study(name: str, path: Any) -> Any:
 
     return optuna.load_study(study_name=name,
                              storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def writers_started(monkeypatch: Any) -> list[Any]:
+    """The MLflow writer processes (`ProcessWriter`) started from now on, as they start: real
+    ones, only counted."""
+    from tuner.tracking import _writer
+
+    started: list[Any] = []
+    init = _writer.ProcessWriter.__init__
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(_writer.ProcessWriter, "__init__", keep)
+    return started

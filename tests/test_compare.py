@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.conftest import TINY_SPACE, subprocess_env, tuner_command, write_space
-from tests.helpers import load_study, metric_history
+from tests.helpers import load_study, metric_history, writers_started
 from tuner import load_space, parse_space
 from tuner.analysis import (
     Comparison,
@@ -295,14 +295,7 @@ def test_a_writer_started_for_a_comparison_refused_late_is_ended(
     after that (here: --out names a file) still exits 2 and leaves no writer behind."""
     from tuner.tracking import _writer
 
-    started: list[Any] = []
-    init = _writer.ProcessWriter.__init__
-
-    def kept(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        started.append(self)
-
-    monkeypatch.setattr(_writer.ProcessWriter, "__init__", kept)
+    started = writers_started(monkeypatch)
     monkeypatch.setattr(_writer, "spare_core", lambda threads: True)
     (workdir / "taken").write_text("a file, not a folder")
     code = main(["compare", str(write_space(workdir)), "--out", str(workdir / "taken"),

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_SPACE, subprocess_env, write_space
-from tests.helpers import metric_history
+from tests.helpers import metric_history, writers_started
 from tuner import load_space
 from tuner.data import load_dataset
 from tuner.search import GuardedSampler
@@ -400,14 +400,7 @@ def test_a_hand_over_that_is_not_ready_when_the_study_ends_is_ended_and_loses_no
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tuner.tracking import _handover, _writer
 
-    started: list[Any] = []
-    init = _writer.ProcessWriter.__init__
-
-    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        started.append(self)
-
-    monkeypatch.setattr(_writer.ProcessWriter, "__init__", keep)
+    started = writers_started(monkeypatch)
     monkeypatch.setattr(_writer.ProcessWriter, "opened", lambda self: None)  # never ready
     monkeypatch.setattr(_handover, "spare_core", lambda threads: True)
     monkeypatch.setattr(_handover, "MIN_REMAINING_S", 0.0)
