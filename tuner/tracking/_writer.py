@@ -297,24 +297,19 @@ def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
 
 
 def discard_prestarted() -> None:
-    """End, without waiting, the writers prestarted for a command that stopped before its study
-    took them over (input found bad after the start, say)."""
+    """End the writers prestarted for a command refused before its study took them over."""
     for writer in _prestarted.values():
         writer.abandon()
     _prestarted.clear()
 
 
 class SharedWriter:
-    """One writer process for the studies that a caller runs one after another on one store and
-    experiment (a comparison's). It checks the store, and each study's tracker borrows it
-    (`take`) and waits, at the study's end, for what it sent. Its imports (MLflow's, model
-    logging's) are made once, not by a writer process per study, and the studies' process logs
-    no model itself. It is the writer `prestart` started for the same store, experiment and
-    warm-up (`tuner compare` starts it beside its own imports), else a new one.
-
-    Leaving the block closes it, or ends it without waiting if no study borrowed it.
-    `start=False` (no core to spare): no new process; without a prestarted one, studies go
-    their own way."""
+    """One writer process for the studies run one after another on one store and experiment (a
+    comparison's): it checks the store, each study's tracker borrows it (`take`) and waits at
+    its end for what it sent; its imports (MLflow's, model logging's) are made once. It is the
+    one `prestart` started for the same key (`tuner compare`, beside its imports), else a new
+    one (`start=False`, no core to spare: none). Leaving the block closes it, or ends it
+    without waiting if no study borrowed it."""
 
     def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool, start: bool):
         self._key = (tracking_uri, experiment)
@@ -342,8 +337,7 @@ class SharedWriter:
 
 
 def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessWriter | None:
-    """The writer prestarted (or shared) for a study on this store and experiment, left in
-    place."""
+    """The writer prestarted (or shared) for a study on this store and experiment."""
     found = _shared.get((tracking_uri, experiment or ""))
     if found is not None and found.alive():
         return found
@@ -352,12 +346,9 @@ def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessW
 
 
 def prestarted() -> bool:
-    """Whether this process started a writer for the study it is about to run (`tuner run`
-    does, beside its own imports; a comparison shares one among its studies). A writer process
-    started later, by a study itself, would make its imports while the study waits: a few
-    seconds that only a long study wins back, and that notebooks and scripts would pay for every
-    study (one that turns out long hands its trial runs over to a writer process:
-    `_handover`)."""
+    """Whether a writer was started for the study about to run (by `tuner run` beside its
+    imports; a comparison's, shared). One started by a study itself would make its imports
+    while the study waits (a long study hands over to one instead: `_handover`)."""
     return bool(_prestarted) or any(writer.alive() for writer in _shared.values())
 
 
