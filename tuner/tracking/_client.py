@@ -204,15 +204,16 @@ def open_parent_run(client: MlflowClient, experiment_id: str, name: str,
                             parent_run_id)
 
 
+# Said at the end of a study whose writer process was lost, or when such a study resumes.
 ORPHAN_REASON = ("left open when the process writing it ended (its MLflow writer process was "
-                 "killed, say); ended when the study resumed")
+                 "killed, say)")
 
 
 def end_orphaned_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
                       running: Sequence[int]) -> list[str]:
-    """End (FAILED, with the reason) the trial runs under a resumed study's parent run that are
-    still RUNNING although their trials are not (`running`: the trial numbers that are): runs
-    whose writer ended before it could end them. Their ids."""
+    """End (FAILED, with the reason) the trial runs under a study's parent run that are still
+    RUNNING although their trials are not (`running`: the trial numbers that are): runs whose
+    writer ended before it could end them. Their ids."""
     from mlflow.entities import RunTag
 
     ended = []
