@@ -12,10 +12,13 @@
   each study, which handed the trial runs over to a writer process of the study's own once the
   study looked long enough, and logged each study's model itself. Both are the CLI; the second
   starts no writer beside its imports and has the comparison's spare-core test answer no.
+- The same `tuner compare` with `--jobs 2` (two studies at a time, each process writing its own
+  runs and models) against `--jobs 1`: identical studies, the whole command's time.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -68,6 +71,8 @@ def _timed(name: str) -> float:
             _plain_studies(folder)
         elif name == "shared":
             _run([sys.executable, "-m", "tuner", *_compare_args()], folder)
+        elif name == "jobs":
+            _run([sys.executable, "-m", "tuner", *_compare_args(), "--jobs", "2"], folder)
         else:
             _run([sys.executable, "-c", _UNSHARED, *_compare_args()], folder)
         return time.perf_counter() - start
@@ -75,9 +80,9 @@ def _timed(name: str) -> float:
 
 def run(results: Results, quick: bool = False) -> None:
     repeats = 2 if quick else 3
-    walls: dict[str, list[float]] = {"shared": [], "unshared": [], "plain": []}
+    walls: dict[str, list[float]] = {"shared": [], "unshared": [], "plain": [], "jobs": []}
     for i in range(repeats):
-        order = ["shared", "unshared", "plain"]
+        order = ["shared", "unshared", "plain", "jobs"]
         for name in order[::-1] if i % 2 else order:
             walls[name].append(_timed(name))
     to_plain = statistics.median(s / p for s, p in zip(walls["shared"], walls["plain"],
@@ -91,3 +96,7 @@ def run(results: Results, quick: bool = False) -> None:
                                                      strict=True))
     results.add(Row("compare", "same: one shared writer process / a writer per study", shared,
                     "x", "", None, f"{median['shared']:.1f} s vs {median['unshared']:.1f} s"))
+    jobs = statistics.median(j / s for j, s in zip(walls["jobs"], walls["shared"], strict=True))
+    results.add(Row("compare", "same: --jobs 2 (two studies at a time) / --jobs 1", jobs, "x", "",
+                    None, f"{median['jobs']:.1f} s vs {median['shared']:.1f} s on "
+                    f"{os.cpu_count()} cores"))

@@ -210,6 +210,7 @@ class _Recorder:
     def __init__(self, stop_after: tuple[str, int] | None = None):
         self.started: list[tuple[str, int, bool]] = []
         self.trials: list[str] = []
+        self.ended: list[str] = []
         self.stop_after = stop_after
 
     def study_started(self, plan: StudyPlan, done: int, skipped: bool, best: float | None,
@@ -221,6 +222,9 @@ class _Recorder:
         self.trials.append(plan.name)
         if self.stop_after == (plan.name, self.trials.count(plan.name)):
             raise KeyboardInterrupt  # a second Ctrl-C: abort at once
+
+    def study_ended(self, plan: StudyPlan) -> None:
+        self.ended.append(plan.name)
 
 
 @pytest.mark.parametrize("spare_core", [True, False], ids=["shared-writer", "threads"])

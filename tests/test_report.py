@@ -127,6 +127,19 @@ def test_best_so_far_bands_over_repeats() -> None:
     assert timed["low"].iloc[-1] == 0.7 and timed["high"].iloc[-1] == 0.9
 
 
+
+def test_a_strategy_without_a_complete_trial_has_an_empty_band_that_draws() -> None:
+    """An interrupted comparison can hold studies whose only trials were interrupted (with
+    `--jobs`, several at once): no best so far anywhere (it broke the report's PNG once)."""
+    from tuner.analysis._report import _band_png
+
+    trials = pd.DataFrame({"strategy": ["tpe", "gp"], "repeat": [0, 0], "trial": [1, 1],
+                           "best_so_far": [None, None], "elapsed_s": [1.0, 1.0],
+                           "best_by_time": [None, None]})  # no value anywhere: objects
+    for x in ("trial", "elapsed_s"):
+        bands = best_so_far_bands(trials, x)
+        assert bands["gp"]["mean"].isna().all() and bands["gp"]["mean"].dtype == float
+        assert _band_png(bands, 0.5, "title", x, "accuracy").startswith(b"\x89PNG")
 VIEW_SPACE = """\
 name: views
 data: {source: digits, val_fraction: 0.2, test_fraction: 0.2, seed: 0}

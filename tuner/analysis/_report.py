@@ -59,7 +59,9 @@ def best_so_far_bands(trials: pd.DataFrame, x: str) -> dict[str, pd.DataFrame]:
     out = {}
     for strategy, frame in trials.groupby("strategy", sort=False):
         if x == "trial":
-            wide = frame.pivot(index="trial", columns="repeat", values="best_so_far").ffill()
+            # As floats: a strategy with no complete trial yet (interrupted) has only None.
+            wide = frame.pivot(index="trial", columns="repeat",
+                               values="best_so_far").astype(float).ffill()
         else:
             axis = np.linspace(0.0, float(frame.elapsed_s.max()), 200)
             columns = {}

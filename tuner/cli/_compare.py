@@ -57,6 +57,9 @@ def register(sub: Any) -> None:
     compare.add_argument("--no-views", action="store_true", help="no Optuna views per study "
                          "(default: the interactive views page on each study's run)")
     add_device_flags(compare)  # --threads, --pack, --device
+    compare.add_argument("--jobs", metavar="N", type=int, default=1, help="studies run side by "
+                         "side, each in a process of its own; each study's trials and results "
+                         "are those it has alone, its times include the others' (default: 1)")
     compare.add_argument("--json", action="store_true", help="print the summary as one JSON "
                          "object (default: a table)")
     compare.add_argument("--quiet", action="store_true", help="no live progress (default: a "
@@ -82,10 +85,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         name=args.name, experiment=args.experiment, storage=args.storage,
         tracking_uri=args.tracking_uri, target=args.target, out=args.out,
         **device_options(args), log_model=not args.no_model, views=not args.no_views,
-        refit=not args.no_refit)
+        refit=not args.no_refit, jobs=args.jobs)
     from tuner.tracking import discard_prestarted_writers, prestart_writer, spare_core
 
-    if spare_core(options.threads or 1):  # it imports MLflow while this process imports
+    if options.jobs == 1 and spare_core(options.threads or 1):  # it imports MLflow meanwhile
         prestart_writer(options.tracking_uri, options.experiment_name(space.name),
                         options.log_model)
     import optuna
@@ -122,6 +125,7 @@ class LiveView:
         self.done: dict[tuple[str, int], int] = {}
         self.best: dict[str, float] = {}
         self.pruned: dict[str, int] = {}
+        self.running: dict[str, int] = {}  # studies running now, per strategy (--jobs: several)
         self.repeats = 0
 
     def begin(self, name: str, plans: list[StudyPlan], grid: GridPlan | None, run_id: str,
@@ -152,12 +156,20 @@ class LiveView:
         self.pruned[plan.strategy] = self.pruned.get(plan.strategy, 0) + pruned
         if best is not None:
             self._better(plan.strategy, best)
-        if not self.enabled:
-            return
-        for strategy, task in self.tasks.items():
-            self.progress.update(task, mark="▶" if strategy == plan.strategy else " ")
+        if not skipped:
+            self.running[plan.strategy] = self.running.get(plan.strategy, 0) + 1
+        self._mark()
         note = " (finished: skipped)" if skipped else (" (resumed)" if done else "")
         self._refresh(plan, repeat=f"repeat {plan.repeat + 1}/{self.repeats}{note}")
+
+    def study_ended(self, plan: StudyPlan) -> None:
+        self.running[plan.strategy] = max(0, self.running.get(plan.strategy, 0) - 1)
+        self._mark()
+
+    def _mark(self) -> None:
+        if self.enabled:
+            for strategy, task in self.tasks.items():
+                self.progress.update(task, mark="▶" if self.running.get(strategy) else " ")
 
     def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None:
         key = (plan.strategy, plan.repeat)

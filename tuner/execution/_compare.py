@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from tuner.analysis import (
@@ -30,14 +30,17 @@ from tuner.analysis import (
     comparison_files,
     comparison_metrics,
 )
-from tuner.data import Dataset, load_dataset
+from tuner.data import load_dataset
 from tuner.errors import OptionError, TunerError, check_name
 from tuner.execution._options import CompareOptions, RunOptions
 from tuner.execution._run import run_study
+from tuner.execution._side_by_side import StudyTask, crowding_note, run_side_by_side, warm_up
+from tuner.execution._workers import threads_per_worker
 from tuner.search import (
     ATTR_EXPERIMENT,
     ATTR_FALLBACK,
     ATTR_PARENT_RUN,
+    check_parallel,
     counted_trials,
     describe,
     open_storage,
@@ -49,7 +52,6 @@ from tuner.space import (
     FloatParam,
     IntParam,
     Space,
-    TrialConfig,
 )
 from tuner.tracking import (
     SharedWriter,
@@ -62,7 +64,6 @@ from tuner.tracking import (
     spare_core,
     start_comparison,
 )
-from tuner.training import fit
 
 
 class Listener(Protocol):
@@ -72,6 +73,8 @@ class Listener(Protocol):
                       pruned: int) -> None: ...
 
     def trial_done(self, plan: StudyPlan, state: str, value: float | None) -> None: ...
+
+    def study_ended(self, plan: StudyPlan) -> None: ...
 
 
 def repeat_seed(seed: int, repeat: int) -> int:
@@ -118,6 +121,8 @@ def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]
     out = Path(options.out or Path("reports") / name)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{str(out)!r} exists and is not a folder")
+    if options.jobs > 1:  # several processes write the studies at once
+        check_parallel(options.storage, f"--jobs {options.jobs}")
     seed = space.study.seed if options.seed is None else options.seed
     return name, trials, seed
 
@@ -133,9 +138,10 @@ def run_comparison(space: Space, options: CompareOptions,
     experiment = options.experiment_name(space.name)
     # Where a core is spare, one writer process for every study: it makes MLflow's and model
     # logging's imports once, beside this process's, and the studies' trial runs and models
-    # are written there, off this process's interpreter lock.
+    # are written there, off this process's interpreter lock. With --jobs, each study's
+    # process writes its own.
     with SharedWriter(options.tracking_uri, experiment, options.log_model,
-                      start=spare_core(options.threads or 1)):
+                      start=options.jobs == 1 and spare_core(options.threads or 1)):
         return _compare(space, options, name, trials, seed, experiment, listener, on_plan)
 
 
@@ -143,8 +149,9 @@ def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed
              experiment: str, listener: Listener | None,
              on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str, tuple[str, ...]],
                                None] | None) -> Comparison:
-    note = shared_start_note(options.strategies, trials)
-    notes = (note,) if note else ()
+    said = (shared_start_note(options.strategies, trials),
+            crowding_note(options.jobs, os.cpu_count() or 1))
+    notes = tuple(note for note in said if note)
     data = load_dataset(space.data)  # bad data fails before any study or run exists
     grid, grid_space = plan_grid(space, trials) if "grid" in options.strategies else (None, space)
     plans = [StudyPlan(s, r, repeat_seed(seed, r), f"{name}-{s}-r{r}",
@@ -170,7 +177,8 @@ def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed
         run_id = start_comparison(tracker, name, tags, params)
         if on_plan is not None:
             on_plan(name, plans, grid, run_id, notes)
-        _warm_up(data, options.threads)
+        if options.jobs == 1:  # each process of --jobs warms itself up
+            warm_up(data, options.threads or 1)
         return _run_plans(space, grid_space, options, name, experiment, run_id, grid, plans,
                           params, tags, storage, tracker, listener, notes)
 
@@ -179,31 +187,21 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
                experiment: str, run_id: str, grid: GridPlan | None, plans: list[StudyPlan],
                params: dict[str, Any], tags: dict[str, str], storage: Any, tracker: Tracker,
                listener: Listener | None, notes: tuple[str, ...]) -> Comparison:
-    interrupted = False
+    tasks = [StudyTask(i, grid_space if plan.strategy == "grid" else space,
+                       _study_options(plan, options, name, experiment, run_id, grid))
+             for i, plan in enumerate(plans)]
     try:
-        for plan in plans:
-            finished, done, best, pruned = _progress_of(
-                storage, plan, tracker.experiment_id, lambda run: run_status(tracker, run))
-            if listener is not None:
-                listener.study_started(plan, done, finished, best, pruned)
-            if finished:
-                continue
-            on_trial = None if listener is None else (
-                lambda outcome, plan=plan: listener.trial_done(plan, outcome.state, outcome.value))
-            extra = [("repeat", str(plan.repeat)), ("comparison", name)]
-            if plan.strategy == "grid" and grid is not None:
-                extra.append(("grid_points", str(grid.grid_points)))
-            result = run_study(grid_space if plan.strategy == "grid" else space, RunOptions(
-                strategy=plan.strategy, trials=plan.trials, seed=plan.seed, pruner=options.pruner,
-                storage=options.storage, study_name=plan.name, experiment=experiment,
-                tracking_uri=options.tracking_uri, log_model=options.log_model,
-                threads=options.threads, progress=False, views=options.views, parent_run_id=run_id,
-                extra_tags=tuple(extra), on_trial=on_trial, refit=options.refit,
-                pack=options.pack, device=options.device))
-            if result.interrupted:
-                interrupted = True
-                break
+        if options.jobs > 1:
+            progress = [_progress_of(storage, plan, tracker.experiment_id,
+                                     lambda run: run_status(tracker, run)) for plan in plans]
+            interrupted = _side_by_side(plans, tasks, progress, options, listener)
+        else:
+            interrupted = _one_at_a_time(plans, tasks, storage, tracker, listener)
         notes = (*notes, *_strategy_notes(storage, plans))
+        if options.jobs > 1:
+            lowered = threads_per_worker(options.threads, options.jobs)[1]
+            notes = (*notes, *([lowered] if lowered else []), f"studies ran {options.jobs} at a "
+                     "time: their times include each other's use of the machine")
         settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
                     "storage": tags["storage"]}
         comparison = build_comparison(
@@ -216,6 +214,68 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
         raise
     tracker.end_run(run_id, "KILLED" if interrupted else "FINISHED")
     return comparison
+
+
+def _study_options(plan: StudyPlan, options: CompareOptions, name: str, experiment: str,
+                   run_id: str, grid: GridPlan | None) -> RunOptions:
+    """How one study of the comparison runs: the same, whichever process runs it."""
+    extra = [("repeat", str(plan.repeat)), ("comparison", name)]
+    if plan.strategy == "grid" and grid is not None:
+        extra.append(("grid_points", str(grid.grid_points)))
+    threads = options.threads if options.jobs == 1 else threads_per_worker(
+        options.threads, options.jobs)[0]
+    return RunOptions(
+        strategy=plan.strategy, trials=plan.trials, seed=plan.seed, pruner=options.pruner,
+        storage=options.storage, study_name=plan.name, experiment=experiment,
+        tracking_uri=options.tracking_uri, log_model=options.log_model, threads=threads,
+        progress=False, views=options.views, parent_run_id=run_id, extra_tags=tuple(extra),
+        refit=options.refit, pack=options.pack, device=options.device)
+
+
+def _one_at_a_time(plans: list[StudyPlan], tasks: list[StudyTask], storage: Any,
+                   tracker: Tracker, listener: Listener | None) -> bool:
+    """The studies in this process, in order; True if one was interrupted."""
+    for plan, task in zip(plans, tasks, strict=True):
+        # Read when the study starts: a resumed comparison's earlier studies wrote to it.
+        finished, done, best, pruned = _progress_of(
+            storage, plan, tracker.experiment_id, lambda run: run_status(tracker, run))
+        if listener is not None:
+            listener.study_started(plan, done, finished, best, pruned)
+        if finished:
+            continue
+        on_trial = None if listener is None else (
+            lambda outcome, plan=plan: listener.trial_done(plan, outcome.state, outcome.value))
+        result = run_study(task.space, dataclasses.replace(task.options, on_trial=on_trial))
+        if listener is not None:
+            listener.study_ended(plan)
+        if result.interrupted:
+            return True
+    return False
+
+
+def _side_by_side(plans: list[StudyPlan], tasks: list[StudyTask],
+                  progress: list[tuple[bool, int, float | None, int]], options: CompareOptions,
+                  listener: Listener | None) -> bool:
+    """The unfinished studies in `options.jobs` processes; True if they were interrupted."""
+    for plan, (finished, done, best, pruned) in zip(plans, progress, strict=True):
+        if finished and listener is not None:
+            listener.study_started(plan, done, True, best, pruned)
+
+    def hear(event: tuple[Any, ...]) -> None:
+        if listener is None:
+            return
+        plan = plans[event[1]]
+        if event[0] == "started":
+            _, done, best, pruned = progress[event[1]]
+            listener.study_started(plan, done, False, best, pruned)
+        elif event[0] == "trial":
+            listener.trial_done(plan, event[2], event[3])
+        elif event[0] == "ended":
+            listener.study_ended(plan)
+
+    todo = [task for task, (finished, *_) in zip(tasks, progress, strict=True) if not finished]
+    threads = threads_per_worker(options.threads, options.jobs)[0]
+    return run_side_by_side(todo, options.jobs, threads, hear) if todo else False
 
 
 def _strategy_notes(storage: Any, plans: list[StudyPlan]) -> list[str]:
@@ -238,14 +298,6 @@ def _strategy_notes(storage: Any, plans: list[StudyPlan]) -> list[str]:
                 found.setdefault((plan.strategy, kind), []).append(note)
     return [f"{notes[0]} (in {len(notes)} of {repeats[strategy]} repeats)"
             for (strategy, _), notes in found.items()]
-
-
-def _warm_up(data: Dataset, threads: int | None) -> None:
-    """Pay the process's one-time costs of a first training step before any study, so they do
-    not count against the first strategy's time."""
-    torch.set_num_threads(threads or 1)
-    fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
-        max_epochs=1, early_stopping=None, seed=0)
 
 
 def _progress_of(storage: Any, plan: StudyPlan, experiment_id: str,

@@ -200,6 +200,7 @@ class CompareOptions:
     refit: bool = True  # each study's final model retrained on train + validation
     pack: int | None = None  # MLP trials trained at once (None: automatic)
     device: str = "auto"
+    jobs: int = 1  # studies run side by side, each in a process of its own
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -209,7 +210,7 @@ class CompareOptions:
         if len(set(self.strategies)) != len(self.strategies):
             raise OptionError("strategies", f"lists a strategy twice: {','.join(self.strategies)}")
         check_choice("pruner", self.pruner, PRUNERS)
-        for name in ("trials", "repeats", "threads", "pack"):
+        for name in ("trials", "repeats", "threads", "pack", "jobs"):
             check_at_least(name, getattr(self, name), 1)
         check_device("device", self.device)
         check_at_least("seed", self.seed, 0)

@@ -154,7 +154,7 @@ def open_job(job: Job, torch_threads: int | None = None) -> Session:
 def _worker_main(job: Job, index: int, results: Any, ready: Any) -> None:
     """A spawned worker process: run trials until the study needs no more, or a signal."""
     os.setpgrp()  # Ctrl-C in a terminal reaches the parent only; it passes each signal on once
-    _quiet()
+    quiet_process()
     stop = threading.Event()
     session: Session | None = None
     code = 0
@@ -192,13 +192,15 @@ def _worker_main(job: Job, index: int, results: Any, ready: Any) -> None:
     os._exit(code or (130 if stop.is_set() else 0))  # no atexit work: torch pools, queues
 
 
-def _quiet() -> None:
+def quiet_process() -> None:
+    """A spawned process's logging as the parent's: passwords masked, Optuna and MLflow at
+    warnings (the parent's set-up does not reach it)."""
     import logging
     import warnings
 
     import optuna
 
-    redact_logs()  # the parent's logging set-up does not reach a spawned process
+    redact_logs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
