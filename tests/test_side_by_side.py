@@ -3,9 +3,11 @@ they have one at a time; Ctrl-C stops them all, leaves no run open, and the comm
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,34 +34,66 @@ params:
 """
 
 
+# A script as users write them: the comparison at its top level, no `if __name__ ==
+# "__main__":` (multiprocessing would run it again in every study's process).
+SCRIPT = """\
+import json, sys
+import tuner
+from tuner.execution import CompareOptions, run_comparison
+
+class Heard:
+    def __init__(self):
+        self.started, self.ended, self.trials = [], [], []
+    def study_started(self, plan, done, skipped, best, pruned):
+        self.started.append([plan.name, done, skipped])
+    def trial_done(self, plan, state, value):
+        self.trials.append(plan.name)
+    def study_ended(self, plan):
+        self.ended.append(plan.name)
+
+heard = Heard()
+comparison = run_comparison(tuner.load_space("tiny.yaml"), CompareOptions(**json.loads(
+    sys.argv[1])), heard)
+print(json.dumps({"started": heard.started, "ended": heard.ended, "trials": heard.trials,
+                  "notes": list(comparison.notes)}))
+"""
+
+
 def test_studies_side_by_side_have_the_trials_they_have_one_at_a_time(
         workdir: Path, tracking_uri: str) -> None:
-    space = load_space(write_space(workdir))
+    write_space(workdir)
     results = {}
     for jobs in (1, 2):
-        recorder = _Recorder()
-        options = CompareOptions(strategies=("random", "tpe"), trials=3, repeats=1,
-                                 name=f"jobs{jobs}", experiment=f"jobs{jobs}",
-                                 storage=str(workdir / "s.journal"), tracking_uri=tracking_uri,
-                                 out=str(workdir / f"out{jobs}"), log_model=False, views=False,
-                                 pack=1, jobs=jobs)
-        comparison = run_comparison(space, options, recorder)
-        assert sorted(recorder.started) == [(f"jobs{jobs}-random-r0", 0, False),
-                                            (f"jobs{jobs}-tpe-r0", 0, False)]
-        assert sorted(recorder.ended) == [f"jobs{jobs}-random-r0", f"jobs{jobs}-tpe-r0"]
-        assert sorted(recorder.trials) == [f"jobs{jobs}-random-r0"] * 3 + [f"jobs{jobs}-tpe-r0"] * 3
+        settings = {"strategies": ["random", "tpe"], "trials": 3, "repeats": 1,
+                    "name": f"jobs{jobs}", "storage": str(workdir / "s.journal"),
+                    "tracking_uri": tracking_uri, "out": str(workdir / f"out{jobs}"),
+                    "log_model": False, "views": False, "pack": 1, "jobs": jobs}
+        if jobs == 1:  # in this process
+            recorder = _Recorder()
+            comparison = run_comparison(load_space(workdir / "tiny.yaml"), CompareOptions(
+                **{**settings, "strategies": ("random", "tpe")}), recorder)
+            heard = {"started": [list(s) for s in recorder.started], "ended": recorder.ended,
+                     "trials": recorder.trials, "notes": list(comparison.notes)}
+        else:
+            (workdir / "compare.py").write_text(SCRIPT)
+            done = subprocess.run([sys.executable, "compare.py", json.dumps(settings)],
+                                  cwd=workdir, capture_output=True, text=True, timeout=300,
+                                  env=subprocess_env(tracking_uri))
+            assert done.returncode == 0, done.stderr
+            heard = json.loads(done.stdout.strip().splitlines()[-1])
+        names = [f"jobs{jobs}-random-r0", f"jobs{jobs}-tpe-r0"]
+        assert sorted(heard["started"]) == [[name, 0, False] for name in names]
+        assert sorted(heard["ended"]) == names
+        assert sorted(heard["trials"]) == [names[0]] * 3 + [names[1]] * 3
         assert ("studies ran 2 at a time: their times include each other's use of the machine"
-                in comparison.notes) == (jobs == 2)
+                in heard["notes"]) == (jobs == 2)
         found = runs(tracking_uri, f"jobs{jobs}")
         assert {r.info.status for r in found["comparison"] + found["study"] + found["trial"]} \
             == {"FINISHED"}
         assert (len(found["study"]), len(found["trial"])) == (2, 6)
-        results[jobs] = {
-            strategy: [(t.params, t.value, t.state) for t in load_study(
-                f"jobs{jobs}-{strategy}-r0", workdir / "s.journal").trials]
-            for strategy in ("random", "tpe")}
-        pids = {t.system_attrs["tuner:heartbeat"]["pid"] for strategy in ("random", "tpe")
-                for t in load_study(f"jobs{jobs}-{strategy}-r0", workdir / "s.journal").trials}
+        studies = [load_study(name, workdir / "s.journal") for name in names]
+        results[jobs] = [[(t.params, t.value, t.state) for t in s.trials] for s in studies]
+        pids = {t.system_attrs["tuner:heartbeat"]["pid"] for s in studies for t in s.trials}
         assert (os.getpid() in pids) == (jobs == 1)  # --jobs 2: the studies ran elsewhere
     assert results[1] == results[2]
 
@@ -116,3 +150,21 @@ def test_a_crowded_machine_is_said_before_the_studies_start() -> None:
     note = crowding_note(2, 2)
     assert note is not None and note.startswith("--jobs 2 on 2 cores:")
     assert crowding_note(2, 8) is None and crowding_note(1, 1) is None
+
+
+def test_a_python_objective_is_refused_where_other_processes_would_run_it(
+        workdir: Path) -> None:
+    """It lives in the caller's process: studies or trials elsewhere would not find it."""
+    import tuner
+    from tests.conftest import custom_space
+    from tuner.execution import RunOptions
+
+    space = load_space(write_space(workdir, custom_space("py", 2), "py.yaml"))
+    for call, option in ((lambda: tuner.compare(space, CompareOptions(jobs=2),
+                                                objective=lambda params, report: 0.0), "jobs"),
+                         (lambda: tuner.run_study(space, RunOptions(workers=2),
+                                                  objective=lambda params, report: 0.0),
+                          "workers")):
+        with pytest.raises(TunerError, match=f"^{option}: runs trials in other processes"):
+            call()
+    assert not (workdir / "tuner.journal").exists()

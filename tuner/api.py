@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tuner.errors import SpaceError, TunerError
+from tuner.errors import OptionError, SpaceError, TunerError
 from tuner.space import Space
 
 # Heavy packages (torch, optuna, mlflow) load when an API function is first called, so that
@@ -83,6 +83,8 @@ def run_study(space: Space, options: RunOptions | None = None, *,
         return run(space, options)
     if space.model != "custom":
         raise SpaceError("objective=... needs a space with `model: custom`", file=space.file)
+    if options is not None and (options.workers > 1 or options.dask is not None):
+        raise _in_this_process_only("workers" if options.dask is None else "dask")
     with using(space.hash, objective):
         return run(space, options)
 
@@ -98,8 +100,16 @@ def compare(space: Space, options: CompareOptions | None = None, *,
     options = options or CompareOptions()
     if objective is None:
         return run_comparison(space, options)
+    if options.jobs > 1:
+        raise _in_this_process_only("jobs")
     with using(space.hash, objective):
         return run_comparison(space, options)
+
+
+def _in_this_process_only(option: str) -> OptionError:
+    return OptionError(option, "runs trials in other processes, which objective=... does not "
+                       "reach (it lives in this one): name the trainer in the space file "
+                       "(`trainer: module:function`), which every process imports")
 
 
 @_quietly

@@ -31,7 +31,7 @@ from tuner.execution._loop import stop_on_signals
 from tuner.execution._options import RunOptions
 from tuner.execution._run import run_study
 from tuner.execution._trial import TrialOutcome
-from tuner.execution._workers import quiet_process
+from tuner.execution._workers import quiet_process, start_processes
 from tuner.space import Space, TrialConfig
 from tuner.training import fit
 
@@ -82,8 +82,7 @@ def run_side_by_side(tasks: list[StudyTask], jobs: int, threads: int,
         todo.put(task)
     for _ in procs:
         todo.put(None)  # no more studies
-    for proc in procs:
-        proc.start()
+    start_processes(procs)
 
     def forward() -> None:
         stopping.set()  # no process takes another study

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,6 +207,21 @@ def quiet_process() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+def start_processes(procs: list[Any]) -> None:
+    """Start spawned processes without running the caller's main script again in them.
+    multiprocessing imports a script's `__main__` in every spawned process, so a script that
+    runs a study at its top level, without `if __name__ == "__main__":`, would start it again
+    there (and fail). The processes need nothing from it: they run tuner's functions on
+    tuner's objects."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no file, no spec: nothing to rerun
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        sys.modules["__main__"] = main
+
+
 def run_parallel(session: Session, job: Job, workers: int, stop: threading.Event,
                  progress: StudyProgress,
                  on_trial: Callable[[TrialOutcome], None] | None) -> list[str]:
@@ -215,8 +231,7 @@ def run_parallel(session: Session, job: Job, workers: int, stop: threading.Event
     ready = ctx.Barrier(workers)
     procs = [ctx.Process(target=_worker_main, args=(job, i, results, ready),
                          name=f"tuner-worker-{i}", daemon=False) for i in range(workers)]
-    for proc in procs:
-        proc.start()
+    start_processes(procs)
 
     def forward() -> None:
         for proc in procs:
