@@ -24,7 +24,7 @@ from tuner.execution import CompareOptions, run_comparison
 SLOW = """\
 name: sbs
 data: {source: digits}
-training: {max_epochs: 30, early_stopping: false}
+training: {max_epochs: 15, early_stopping: false}
 study: {strategy: random, trials: 2, pruner: none, final: {top_k: 0}}
 params:
   n_layers: 2

@@ -10,6 +10,7 @@ trials, unless the grid cannot grow (every numeric parameter has explicit `grid:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,7 +35,13 @@ from tuner.data import load_dataset
 from tuner.errors import OptionError, TunerError, check_name
 from tuner.execution._options import CompareOptions, RunOptions
 from tuner.execution._run import run_study
-from tuner.execution._side_by_side import StudyTask, crowding_note, run_side_by_side, warm_up
+from tuner.execution._side_by_side import (
+    Preparation,
+    StudyProcesses,
+    StudyTask,
+    crowding_note,
+    warm_up,
+)
 from tuner.execution._workers import threads_per_worker
 from tuner.search import (
     ATTR_EXPERIMENT,
@@ -152,6 +159,20 @@ def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed
     said = (shared_start_note(options.strategies, trials),
             crowding_note(options.jobs, os.cpu_count() or 1))
     notes = tuple(note for note in said if note)
+    # --jobs: the studies' processes start now; they make their imports meanwhile.
+    with StudyProcesses(min(options.jobs, options.repeats * len(options.strategies)), Preparation(
+            space.data, threads_per_worker(options.threads, options.jobs)[0],
+            options.tracking_uri, options.views)) if options.jobs > 1 else contextlib.nullcontext(
+            ) as processes:
+        return _prepared(space, options, name, trials, seed, experiment, listener, on_plan, notes,
+                         processes)
+
+
+def _prepared(space: Space, options: CompareOptions, name: str, trials: int, seed: int,
+              experiment: str, listener: Listener | None,
+              on_plan: Callable[[str, list[StudyPlan], GridPlan | None, str, tuple[str, ...]],
+                                None] | None, notes: tuple[str, ...],
+              processes: StudyProcesses | None) -> Comparison:
     data = load_dataset(space.data)  # bad data fails before any study or run exists
     grid, grid_space = plan_grid(space, trials) if "grid" in options.strategies else (None, space)
     plans = [StudyPlan(s, r, repeat_seed(seed, r), f"{name}-{s}-r{r}",
@@ -180,21 +201,22 @@ def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed
         if options.jobs == 1:  # each process of --jobs warms itself up
             warm_up(data, options.threads or 1)
         return _run_plans(space, grid_space, options, name, experiment, run_id, grid, plans,
-                          params, tags, storage, tracker, listener, notes)
+                          params, tags, storage, tracker, listener, notes, processes)
 
 
 def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: str,
                experiment: str, run_id: str, grid: GridPlan | None, plans: list[StudyPlan],
                params: dict[str, Any], tags: dict[str, str], storage: Any, tracker: Tracker,
-               listener: Listener | None, notes: tuple[str, ...]) -> Comparison:
+               listener: Listener | None, notes: tuple[str, ...],
+               processes: StudyProcesses | None) -> Comparison:
     tasks = [StudyTask(i, grid_space if plan.strategy == "grid" else space,
                        _study_options(plan, options, name, experiment, run_id, grid))
              for i, plan in enumerate(plans)]
     try:
-        if options.jobs > 1:
+        if processes is not None:
             progress = [_progress_of(storage, plan, tracker.experiment_id,
                                      lambda run: run_status(tracker, run)) for plan in plans]
-            interrupted = _side_by_side(plans, tasks, progress, options, listener)
+            interrupted = _side_by_side(plans, tasks, progress, processes, listener)
         else:
             interrupted = _one_at_a_time(plans, tasks, storage, tracker, listener)
         notes = (*notes, *_strategy_notes(storage, plans))
@@ -254,9 +276,9 @@ def _one_at_a_time(plans: list[StudyPlan], tasks: list[StudyTask], storage: Any,
 
 
 def _side_by_side(plans: list[StudyPlan], tasks: list[StudyTask],
-                  progress: list[tuple[bool, int, float | None, int]], options: CompareOptions,
-                  listener: Listener | None) -> bool:
-    """The unfinished studies in `options.jobs` processes; True if they were interrupted."""
+                  progress: list[tuple[bool, int, float | None, int]],
+                  processes: StudyProcesses, listener: Listener | None) -> bool:
+    """The unfinished studies in the study processes; True if they were interrupted."""
     for plan, (finished, done, best, pruned) in zip(plans, progress, strict=True):
         if finished and listener is not None:
             listener.study_started(plan, done, True, best, pruned)
@@ -274,8 +296,7 @@ def _side_by_side(plans: list[StudyPlan], tasks: list[StudyTask],
             listener.study_ended(plan)
 
     todo = [task for task, (finished, *_) in zip(tasks, progress, strict=True) if not finished]
-    threads = threads_per_worker(options.threads, options.jobs)[0]
-    return run_side_by_side(todo, options.jobs, threads, hear) if todo else False
+    return processes.run(todo, hear) if todo else False  # leaving the block ends them
 
 
 def _strategy_notes(storage: Any, plans: list[StudyPlan]) -> list[str]:

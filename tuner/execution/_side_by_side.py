@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -27,12 +27,14 @@ import torch
 
 from tuner.data import Dataset, load_dataset
 from tuner.errors import TunerError, first_line
+from tuner.execution._finish import load_views
 from tuner.execution._loop import stop_on_signals
 from tuner.execution._options import RunOptions
 from tuner.execution._run import run_study
 from tuner.execution._trial import TrialOutcome
 from tuner.execution._workers import quiet_process, start_processes
-from tuner.space import Space, TrialConfig
+from tuner.space import DataSpec, Space, TrialConfig
+from tuner.tracking import prepare_client
 from tuner.training import fit
 
 
@@ -66,62 +68,93 @@ def warm_up(data: Dataset, threads: int) -> None:
         max_epochs=1, early_stopping=None, seed=0)
 
 
-def run_side_by_side(tasks: list[StudyTask], jobs: int, threads: int,
-                     on_event: Callable[[Event], None]) -> bool:
-    """Run `tasks` in `jobs` processes (fewer if there are fewer tasks); True if a signal
-    stopped them. `on_event` hears ("started", i), ("trial", i, state, value) and
-    ("ended", i, interrupted) from this thread. A study that fails, or a process that dies,
-    stops the others and raises here once they have ended."""
-    ctx = multiprocessing.get_context("spawn")
-    todo, events, stopping = ctx.Queue(), ctx.Queue(), ctx.Event()
-    verbosity = optuna.logging.get_verbosity()  # a comparison may hush GP's per-trial warnings
-    procs = [ctx.Process(target=_serve_studies, args=(todo, events, stopping, threads, verbosity),
-                         name=f"tuner-study-{i}", daemon=False)
-             for i in range(min(jobs, len(tasks)))]
-    for task in tasks:
-        todo.put(task)
-    for _ in procs:
-        todo.put(None)  # no more studies
-    start_processes(procs)
+@dataclass(frozen=True)
+class Preparation:
+    """What every study of the comparison will need, made by each process as it starts, while
+    the comparison's process prepares: the data's first training step, MLflow's client."""
 
-    def forward() -> None:
-        stopping.set()  # no process takes another study
+    data: DataSpec
+    threads: int
+    tracking_uri: str | None = field(repr=False)  # may hold a password
+    views: bool
+
+
+class StudyProcesses:
+    """The processes that run a comparison's studies. Started on entering the block, so that
+    their imports and warm-up overlap the comparison's own checks; `run` hands them the
+    studies. Leaving the block without `run` (bad input found meanwhile) ends them: they had
+    no study."""
+
+    def __init__(self, jobs: int, preparation: Preparation):
+        self._ctx = multiprocessing.get_context("spawn")
+        self._todo, self._events = self._ctx.Queue(), self._ctx.Queue()
+        self._stopping = self._ctx.Event()
+        verbosity = optuna.logging.get_verbosity()  # a comparison may hush GP's warnings
+        self._procs = [self._ctx.Process(
+            target=_serve_studies, name=f"tuner-study-{i}", daemon=False,
+            args=(self._todo, self._events, self._stopping, preparation, verbosity))
+            for i in range(jobs)]
+        self._ran = False
+
+    def __enter__(self) -> StudyProcesses:
+        start_processes(self._procs)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._ran:
+            self._stopping.set()
+            for proc in self._procs:
+                proc.kill()
+                proc.join(timeout=30)
+
+    def run(self, tasks: list[StudyTask], on_event: Callable[[Event], None]) -> bool:
+        """Run `tasks`; True if a signal stopped them. `on_event` hears ("started", i),
+        ("trial", i, state, value) and ("ended", i, interrupted) on this thread. A study that
+        fails, or a process that dies, stops the others and raises here once they have ended."""
+        self._ran = True
+        procs, events = self._procs, self._events
+        for task in tasks:
+            self._todo.put(task)
+        for _ in procs:
+            self._todo.put(None)  # no more studies
+        stop = threading.Event()
+        failures: list[Event] = []
+        interrupted = False
+
+        def hear(event: Event) -> None:
+            nonlocal interrupted
+            if event[0] == "failed":
+                failures.append(event)
+                self._forward()
+            else:
+                interrupted |= event[0] == "ended" and bool(event[2])
+                on_event(event)
+
+        try:
+            with stop_on_signals(stop, None, self._forward):
+                while any(p.is_alive() for p in procs):
+                    with contextlib.suppress(queue.Empty):
+                        hear(events.get(timeout=0.2))
+        except BaseException:
+            self._forward()  # a second Ctrl-C, or the live view failing: the studies stop
+            for proc in procs:
+                proc.join(timeout=60)
+            raise
         for proc in procs:
+            proc.join()
+        while True:
+            try:
+                hear(events.get_nowait())
+            except (queue.Empty, OSError, ValueError):
+                break
+        _raise_failure(failures, procs, tasks, self._stopping.is_set())
+        return interrupted or stop.is_set()
+
+    def _forward(self) -> None:
+        self._stopping.set()  # no process takes another study
+        for proc in self._procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
-
-    stop = threading.Event()
-    failures: list[Event] = []
-    interrupted = False
-
-    def hear(event: Event) -> None:
-        nonlocal interrupted
-        if event[0] == "failed":
-            failures.append(event)
-            forward()
-        else:
-            interrupted |= event[0] == "ended" and bool(event[2])
-            on_event(event)
-
-    try:
-        with stop_on_signals(stop, None, forward):
-            while any(p.is_alive() for p in procs):
-                with contextlib.suppress(queue.Empty):
-                    hear(events.get(timeout=0.2))
-    except BaseException:
-        forward()  # a second Ctrl-C, or the live view failing: the studies stop too
-        for proc in procs:
-            proc.join(timeout=60)
-        raise
-    for proc in procs:
-        proc.join()
-    while True:
-        try:
-            hear(events.get_nowait())
-        except (queue.Empty, OSError, ValueError):
-            break
-    _raise_failure(failures, procs, tasks, stopping.is_set())
-    return interrupted or stop.is_set()
 
 
 def _raise_failure(failures: list[Event], procs: list[Any], tasks: list[StudyTask],
@@ -142,26 +175,24 @@ def _raise_failure(failures: list[Event], procs: list[Any], tasks: list[StudyTas
                                "run the same command to resume its study")
 
 
-def _serve_studies(todo: Any, events: Any, stopping: Any, threads: int, verbosity: int) -> None:
-    """A spawned process: studies from `todo`, one after another, until none is left or a
-    signal. A signal during a study's trials stops the study (`run_study` handles it); one
-    between them stops this process before its next study."""
+def _serve_studies(todo: Any, events: Any, stopping: Any, preparation: Preparation,
+                   verbosity: int) -> None:
+    """A spawned process: prepares, then runs studies from `todo`, one after another, until
+    none is left or a signal. A signal during a study's trials stops the study (`run_study`
+    handles it); one between them stops this process before its next study."""
     os.setpgrp()  # Ctrl-C in a terminal reaches the comparison's process, which passes it on
     quiet_process()
     optuna.logging.set_verbosity(verbosity)
     stop = threading.Event()
     code = 0
-    warmed = False
     with stop_on_signals(stop, None):
         task: StudyTask | None = None
         try:
+            _prepare(preparation)
             while not (stop.is_set() or stopping.is_set()):
                 task = todo.get()
                 if task is None:
                     break
-                if not warmed:
-                    warm_up(load_dataset(task.space.data), threads)
-                    warmed = True
                 events.put(("started", task.index))
                 result = run_study(task.space, dataclasses.replace(
                     task.options, on_trial=_relay(events, task.index)))
@@ -178,6 +209,14 @@ def _serve_studies(todo: Any, events: Any, stopping: Any, threads: int, verbosit
     events.join_thread()  # what was put must be delivered before os._exit
     sys.stdout.flush()
     os._exit(code)  # no atexit work: torch pools, queues
+
+
+def _prepare(preparation: Preparation) -> None:
+    """What the process's first study would otherwise wait for."""
+    warm_up(load_dataset(preparation.data), preparation.threads)
+    prepare_client(preparation.tracking_uri)
+    if preparation.views:
+        load_views()
 
 
 def _relay(events: Any, index: int) -> Callable[[TrialOutcome], None]:
