@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +170,77 @@ def test_a_python_objective_is_refused_where_other_processes_would_run_it(
         with pytest.raises(TunerError, match=f"^{option}: runs trials in other processes"):
             call()
     assert not (workdir / "tuner.journal").exists()
+
+
+def test_study_processes_started_for_a_comparison_refused_late_are_ended(
+        workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`tuner compare --jobs 2` starts its study processes before its heavy imports; input
+    found bad after that (--out names a file) exits 2 and leaves none behind, and no writer
+    process was started for it."""
+    from tests.helpers import writers_started
+    from tuner.cli import main
+    from tuner.execution import _side_by_side
+
+    started: list[Any] = []
+    init = _side_by_side.StudyProcesses.__init__
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(_side_by_side.StudyProcesses, "__init__", keep)
+    writers = writers_started(monkeypatch)
+    (workdir / "taken").write_text("a file, not a folder")
+    code = main(["compare", str(write_space(workdir)), "--out", str(workdir / "taken"),
+                 "--jobs", "2", "--experiment", "refused-late", "--tracking-uri", tracking_uri,
+                 "--quiet"])
+    assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    assert len(started) == 1 and writers == []
+    procs = started[0]._procs
+    assert len(procs) == 2 and all(p.exitcode is not None for p in procs)
+    assert _side_by_side._prestarted is None
+
+
+# The comparison's process, killed (SIGKILL) while its study processes wait for a study.
+KILLED_PARENT = """\
+import time
+from tuner import load_space
+from tuner.execution import CompareOptions
+from tuner.execution._options import Preparation
+from tuner.execution._side_by_side import StudyProcesses
+
+processes = StudyProcesses(2, Preparation.of(load_space("tiny.yaml"), CompareOptions(jobs=2)))
+print(" ".join(str(proc.pid) for proc in processes._procs), flush=True)
+time.sleep(600)
+"""
+
+
+def test_study_processes_end_when_the_comparisons_process_is_killed(workdir: Path) -> None:
+    """Nothing else would end them: they would wait for a study forever."""
+    write_space(workdir)
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT], cwd=workdir,
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    parent.kill()
+    parent.wait()
+
+    def running() -> list[int]:
+        found = []
+        for pid in pids:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+                    found.append(pid)
+            except FileNotFoundError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 60
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = running()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []

@@ -86,9 +86,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, target=args.target, out=args.out,
         **device_options(args), log_model=not args.no_model, views=not args.no_views,
         refit=not args.no_refit, jobs=args.jobs)
+    from tuner.execution import (
+        discard_prestarted_study_processes,
+        prestart_study_processes,
+    )
     from tuner.tracking import discard_prestarted_writers, prestart_writer, spare_core
 
-    if options.jobs == 1 and spare_core(options.threads or 1):  # it imports MLflow meanwhile
+    # They make their imports while this process makes its own.
+    if options.jobs > 1:
+        prestart_study_processes(space, options)
+    elif spare_core(options.threads or 1):
         prestart_writer(options.tracking_uri, options.experiment_name(space.name),
                         options.log_model)
     import optuna
@@ -103,7 +110,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
     finally:
         view.end()
-        discard_prestarted_writers()  # one the comparison did not take over: bad input
+        discard_prestarted_writers()  # what the comparison did not take over: bad input
+        discard_prestarted_study_processes()
     return report_outcome(comparison, args.json,
                           lambda c: _print_comparison(c, args.tracking_uri))
 

@@ -21,12 +21,21 @@ if TYPE_CHECKING:
     from tuner.execution._final import FinalOptions, FinalResult, evaluate_study, train_space
     from tuner.execution._join import join_study
     from tuner.execution._loop import TrialSource, stop_on_signals, work
-    from tuner.execution._options import CompareOptions, RunOptions, StudyResult, WorkerOptions
+    from tuner.execution._options import (
+        CompareOptions,
+        RunOptions,
+        StudyResult,
+        WorkerOptions,
+        threads_per_worker,
+    )
     from tuner.execution._progress import StudyProgress
     from tuner.execution._run import run_study
     from tuner.execution._session import Session
+    from tuner.execution._side_by_side import (
+        discard_prestarted_study_processes,
+        prestart_study_processes,
+    )
     from tuner.execution._trial import TrialOutcome
-    from tuner.execution._workers import threads_per_worker
 
 _WHERE = {
     "CompareOptions": "_options", "Listener": "_compare", "plan_grid": "_compare",
@@ -36,13 +45,15 @@ _WHERE = {
     "stop_on_signals": "_loop", "work": "_loop", "RunOptions": "_options",
     "StudyResult": "_options", "WorkerOptions": "_options", "StudyProgress": "_progress",
     "run_study": "_run", "Session": "_session", "TrialOutcome": "_trial",
-    "threads_per_worker": "_workers",
+    "threads_per_worker": "_options", "prestart_study_processes": "_side_by_side",
+    "discard_prestarted_study_processes": "_side_by_side",
 }
 
 __all__ = [
     "CompareOptions", "FinalOptions", "FinalResult", "Listener", "RunOptions", "Session",
     "StudyProgress", "StudyResult", "TrialOutcome", "TrialSource", "WorkerOptions",
-    "evaluate_study", "join_study", "plan_grid", "repeat_seed", "run_comparison", "run_study",
+    "discard_prestarted_study_processes", "evaluate_study", "join_study", "plan_grid",
+    "prestart_study_processes", "repeat_seed", "run_comparison", "run_study",
     "stop_on_signals", "threads_per_worker", "train_space", "work",
 ]
 

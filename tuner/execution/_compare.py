@@ -33,16 +33,16 @@ from tuner.analysis import (
 )
 from tuner.data import load_dataset
 from tuner.errors import OptionError, TunerError, check_name
-from tuner.execution._options import CompareOptions, RunOptions
-from tuner.execution._run import run_study
-from tuner.execution._side_by_side import (
+from tuner.execution._options import (
+    CompareOptions,
     Preparation,
-    StudyProcesses,
+    RunOptions,
     StudyTask,
-    crowding_note,
-    warm_up,
+    threads_per_worker,
 )
-from tuner.execution._workers import threads_per_worker
+from tuner.execution._run import run_study
+from tuner.execution._side_by_side import StudyProcesses, crowding_note, jobs_for
+from tuner.execution._study_process import warm_up
 from tuner.search import (
     ATTR_EXPERIMENT,
     ATTR_FALLBACK,
@@ -160,10 +160,8 @@ def _compare(space: Space, options: CompareOptions, name: str, trials: int, seed
             crowding_note(options.jobs, os.cpu_count() or 1))
     notes = tuple(note for note in said if note)
     # --jobs: the studies' processes start now; they make their imports meanwhile.
-    with StudyProcesses(min(options.jobs, options.repeats * len(options.strategies)), Preparation(
-            space.data, threads_per_worker(options.threads, options.jobs)[0],
-            options.tracking_uri, options.views)) if options.jobs > 1 else contextlib.nullcontext(
-            ) as processes:
+    with StudyProcesses.started(jobs_for(options), Preparation.of(space, options)) \
+            if options.jobs > 1 else contextlib.nullcontext() as processes:
         return _prepared(space, options, name, trials, seed, experiment, listener, on_plan, notes,
                          processes)
 
@@ -210,8 +208,8 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
                listener: Listener | None, notes: tuple[str, ...],
                processes: StudyProcesses | None) -> Comparison:
     tasks = [StudyTask(i, grid_space if plan.strategy == "grid" else space,
-                       _study_options(plan, options, name, experiment, run_id, grid))
-             for i, plan in enumerate(plans)]
+                       _study_options(plan, options, name, experiment, run_id, grid),
+                       optuna.logging.get_verbosity()) for i, plan in enumerate(plans)]
     try:
         if processes is not None:
             progress = [_progress_of(storage, plan, tracker.experiment_id,
@@ -221,7 +219,7 @@ def _run_plans(space: Space, grid_space: Space, options: CompareOptions, name: s
             interrupted = _one_at_a_time(plans, tasks, storage, tracker, listener)
         notes = (*notes, *_strategy_notes(storage, plans))
         if options.jobs > 1:
-            lowered = threads_per_worker(options.threads, options.jobs)[1]
+            lowered = threads_per_worker(options.threads, options.jobs, "jobs")[1]
             notes = (*notes, *([lowered] if lowered else []), f"studies ran {options.jobs} at a "
                      "time: their times include each other's use of the machine")
         settings = {**params, "strategies": list(options.strategies), "repeats": options.repeats,
@@ -245,7 +243,7 @@ def _study_options(plan: StudyPlan, options: CompareOptions, name: str, experime
     if plan.strategy == "grid" and grid is not None:
         extra.append(("grid_points", str(grid.grid_points)))
     threads = options.threads if options.jobs == 1 else threads_per_worker(
-        options.threads, options.jobs)[0]
+        options.threads, options.jobs, "jobs")[0]
     return RunOptions(
         strategy=plan.strategy, trials=plan.trials, seed=plan.seed, pruner=options.pruner,
         storage=options.storage, study_name=plan.name, experiment=experiment,

@@ -6,6 +6,7 @@ got 0` (the CLI says `--trials: ...`). Nothing here imports torch or MLflow."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from tuner.errors import OptionError, check_name, require_extra
 from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S
-from tuner.space import PRUNERS, STRATEGIES
+from tuner.space import PRUNERS, STRATEGIES, DataSpec, Space
 
 
 @dataclass(frozen=True)
@@ -226,3 +227,47 @@ class CompareOptions:
     def experiment_name(self, space_name: str) -> str:
         """The MLflow experiment: the comparison's name unless one is given."""
         return self.experiment or self.comparison_name(space_name)
+
+
+def threads_per_worker(threads: int | None, workers: int, flag: str = "workers"
+                       ) -> tuple[int, str | None]:
+    """Torch threads for each of `workers` processes (`--workers`, or `--jobs`: `flag`): one
+    each unless asked (`--threads`), and never more than their share of the cores. A small
+    MLP's steps are too short for intra-op threads to pay: they spin, and next to any other
+    busy process they make a study several times slower; other cores serve worker processes
+    (and the tracking writer) better."""
+    cores = os.cpu_count() or 1
+    share = max(1, cores // workers)
+    if threads is None:
+        return 1, None
+    if workers > 1 and threads * workers > cores:
+        return share, (f"--threads {threads} x {workers} {flag} exceeds {cores} cores: "
+                       f"{share} torch thread(s) per process")
+    return threads, None
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """One study of a comparison, as a process runs it (picklable: processes are spawned)."""
+
+    index: int  # in the comparison's plans
+    space: Space
+    options: RunOptions  # without `on_trial`: the process relays trials itself
+    verbosity: int  # Optuna's, as the comparison has it (it may hush GP's per-trial warnings)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What every study of the comparison will need, made by each process as it starts, while
+    the comparison's process prepares: the data's first training step, MLflow's client, the
+    views page's imports."""
+
+    data: DataSpec
+    threads: int
+    tracking_uri: str | None = field(repr=False)  # may hold a password
+    views: bool
+
+    @classmethod
+    def of(cls, space: Space, options: CompareOptions) -> Preparation:
+        return cls(space.data, threads_per_worker(options.threads, options.jobs, "jobs")[0],
+                   options.tracking_uri, options.views)

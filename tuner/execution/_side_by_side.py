@@ -1,54 +1,54 @@
 """`tuner compare --jobs N`: a comparison's studies side by side, N at a time.
 
 Each study runs whole, through `run_study`, in a spawned process that runs one study after
-another: its trials, seeds, pruning and final model are those of the same study run alone.
-Only its times change: they include the other studies' use of the machine. The comparison's
-process hands the studies out, relays each trial to the live view, passes Ctrl-C / SIGTERM on
-(each study then stops as `tuner run` does: its runs end KILLED, the command resumes it), and
-writes the comparison once every study has ended.
+another (`_study_process`): its trials, seeds, pruning and final model are those of the same
+study run alone. Only its times change: they include the other studies' use of the machine.
+The comparison's process starts the processes first (`tuner compare` before its own imports:
+this module imports no torch, Optuna or MLflow), hands the studies out, relays each trial to
+the live view, passes Ctrl-C / SIGTERM on (each study then stops as `tuner run` does: its runs
+end KILLED, the command resumes it), and writes the comparison once every study has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import multiprocessing
 import os
 import queue
 import signal
-import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
-import torch
-
-from tuner.data import Dataset, load_dataset
-from tuner.errors import TunerError, first_line
-from tuner.execution._finish import load_views
-from tuner.execution._loop import stop_on_signals
-from tuner.execution._options import RunOptions
-from tuner.execution._run import run_study
-from tuner.execution._trial import TrialOutcome
-from tuner.execution._workers import quiet_process, start_processes
-from tuner.space import DataSpec, Space, TrialConfig
-from tuner.tracking import prepare_client
-from tuner.training import fit
-
-
-@dataclass(frozen=True)
-class StudyTask:
-    """One study of a comparison, as a process runs it (picklable: processes are spawned)."""
-
-    index: int  # in the comparison's plans
-    space: Space
-    options: RunOptions  # without `on_trial`: the process relays trials itself
-
+from tuner.errors import TunerError
+from tuner.execution._options import CompareOptions, Preparation, StudyTask
+from tuner.execution._spawn import start_processes
+from tuner.space import Space
 
 # What a study's process tells the comparison's: (kind, task index, ...).
 Event = tuple[Any, ...]
+_prestarted: StudyProcesses | None = None
+
+
+def prestart_study_processes(space: Space, options: CompareOptions) -> None:
+    """Start the study processes of `tuner compare --jobs N` before the command's own imports;
+    the comparison takes them over (`StudyProcesses.started`)."""
+    global _prestarted
+    if options.jobs > 1 and _prestarted is None:
+        _prestarted = StudyProcesses(jobs_for(options), Preparation.of(space, options))
+
+
+def discard_prestarted_study_processes() -> None:
+    """End the study processes started for a command refused before it took them over."""
+    global _prestarted
+    found, _prestarted = _prestarted, None
+    if found is not None:
+        found.end()
+
+
+def jobs_for(options: CompareOptions) -> int:
+    """Processes for the comparison: `jobs`, or fewer when it has fewer studies."""
+    return min(options.jobs, options.repeats * len(options.strategies))
 
 
 def crowding_note(jobs: int, cores: int) -> str | None:
@@ -60,25 +60,6 @@ def crowding_note(jobs: int, cores: int) -> str | None:
             "so few cores --jobs 1, whose studies share one writer process, is faster")
 
 
-def warm_up(data: Dataset, threads: int) -> None:
-    """Pay a process's one-time costs of a first training step before any study, so they do
-    not count against the first study's time."""
-    torch.set_num_threads(threads)
-    fit(TrialConfig.from_params({"n_layers": 1, "units": 8, "batch_size": 256}), data,
-        max_epochs=1, early_stopping=None, seed=0)
-
-
-@dataclass(frozen=True)
-class Preparation:
-    """What every study of the comparison will need, made by each process as it starts, while
-    the comparison's process prepares: the data's first training step, MLflow's client."""
-
-    data: DataSpec
-    threads: int
-    tracking_uri: str | None = field(repr=False)  # may hold a password
-    views: bool
-
-
 class StudyProcesses:
     """The processes that run a comparison's studies. Started on entering the block, so that
     their imports and warm-up overlap the comparison's own checks; `run` hands them the
@@ -86,26 +67,40 @@ class StudyProcesses:
     no study."""
 
     def __init__(self, jobs: int, preparation: Preparation):
+        self.jobs, self.preparation = jobs, preparation
         self._ctx = multiprocessing.get_context("spawn")
         self._todo, self._events = self._ctx.Queue(), self._ctx.Queue()
         self._stopping = self._ctx.Event()
-        verbosity = optuna.logging.get_verbosity()  # a comparison may hush GP's warnings
         self._procs = [self._ctx.Process(
-            target=_serve_studies, name=f"tuner-study-{i}", daemon=False,
-            args=(self._todo, self._events, self._stopping, preparation, verbosity))
-            for i in range(jobs)]
+            target=_serve, name=f"tuner-study-{i}", daemon=False,
+            args=(self._todo, self._events, self._stopping, preparation)) for i in range(jobs)]
         self._ran = False
+        start_processes(self._procs)
+
+    @classmethod
+    def started(cls, jobs: int, preparation: Preparation) -> StudyProcesses:
+        """The processes `prestart` started for these studies, else new ones."""
+        global _prestarted
+        found, _prestarted = _prestarted, None
+        if found is not None and (found.jobs, found.preparation) == (jobs, preparation):
+            return found
+        if found is not None:
+            found.end()
+        return cls(jobs, preparation)
 
     def __enter__(self) -> StudyProcesses:
-        start_processes(self._procs)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if not self._ran:
-            self._stopping.set()
-            for proc in self._procs:
-                proc.kill()
-                proc.join(timeout=30)
+            self.end()
+
+    def end(self) -> None:
+        """End processes that were given no study (they hold nothing: killed)."""
+        self._stopping.set()
+        for proc in self._procs:
+            proc.kill()
+            proc.join(timeout=30)
 
     def run(self, tasks: list[StudyTask], on_event: Callable[[Event], None]) -> bool:
         """Run `tasks`; True if a signal stopped them. `on_event` hears ("started", i),
@@ -129,6 +124,8 @@ class StudyProcesses:
             else:
                 interrupted |= event[0] == "ended" and bool(event[2])
                 on_event(event)
+
+        from tuner.execution._loop import stop_on_signals  # the studies' imports are made
 
         try:
             with stop_on_signals(stop, None, self._forward):
@@ -175,52 +172,9 @@ def _raise_failure(failures: list[Event], procs: list[Any], tasks: list[StudyTas
                                "run the same command to resume its study")
 
 
-def _serve_studies(todo: Any, events: Any, stopping: Any, preparation: Preparation,
-                   verbosity: int) -> None:
-    """A spawned process: prepares, then runs studies from `todo`, one after another, until
-    none is left or a signal. A signal during a study's trials stops the study (`run_study`
-    handles it); one between them stops this process before its next study."""
-    os.setpgrp()  # Ctrl-C in a terminal reaches the comparison's process, which passes it on
-    quiet_process()
-    optuna.logging.set_verbosity(verbosity)
-    stop = threading.Event()
-    code = 0
-    with stop_on_signals(stop, None):
-        task: StudyTask | None = None
-        try:
-            _prepare(preparation)
-            while not (stop.is_set() or stopping.is_set()):
-                task = todo.get()
-                if task is None:
-                    break
-                events.put(("started", task.index))
-                result = run_study(task.space, dataclasses.replace(
-                    task.options, on_trial=_relay(events, task.index)))
-                events.put(("ended", task.index, result.interrupted))
-                if result.interrupted:
-                    break
-        except KeyboardInterrupt:
-            code = 130
-        except BaseException as exc:
-            events.put(("failed", -1 if task is None else task.index,
-                        isinstance(exc, TunerError), f"{type(exc).__name__}: {first_line(exc)}"))
-            code = 1
-    events.close()
-    events.join_thread()  # what was put must be delivered before os._exit
-    sys.stdout.flush()
-    os._exit(code)  # no atexit work: torch pools, queues
+def _serve(*args: Any) -> None:
+    """A study process's entry: what it runs imports torch, Optuna and MLflow (not this
+    module, which `tuner compare` imports before its own heavy imports)."""
+    from tuner.execution._study_process import serve_studies
 
-
-def _prepare(preparation: Preparation) -> None:
-    """What the process's first study would otherwise wait for."""
-    warm_up(load_dataset(preparation.data), preparation.threads)
-    prepare_client(preparation.tracking_uri)
-    if preparation.views:
-        load_views()
-
-
-def _relay(events: Any, index: int) -> Callable[[TrialOutcome], None]:
-    def relay(outcome: TrialOutcome) -> None:
-        events.put(("trial", index, outcome.state, outcome.value))
-
-    return relay
+    serve_studies(*args)

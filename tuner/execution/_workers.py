@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.data import load_dataset
 from tuner.errors import first_line, redact_logs
 from tuner.execution._loop import show, stop_on_signals, work
-from tuner.execution._options import RunOptions
+from tuner.execution._options import RunOptions, threads_per_worker
 from tuner.execution._progress import StudyProgress
 from tuner.execution._runs import StudyRuns
 from tuner.execution._session import Session
+from tuner.execution._spawn import start_processes
 from tuner.execution._trial import TrialOutcome
 from tuner.search import (
     ATTR_PRUNER,
@@ -92,21 +92,6 @@ class Job:
                    runs is not None, tracking_uri,
                    runs.tracker.experiment_id if runs else None, runs.parent if runs else None,
                    session.rules, session.pack, session.device)
-
-
-def threads_per_worker(threads: int | None, workers: int) -> tuple[int, str | None]:
-    """Torch threads for each of `workers` processes: one each unless asked (`--threads`), and
-    never more than their share of the cores. A small MLP's steps are too short for intra-op
-    threads to pay: they spin, and next to any other busy process they make a study several
-    times slower; other cores serve worker processes (and the tracking writer) better."""
-    cores = os.cpu_count() or 1
-    share = max(1, cores // workers)
-    if threads is None:
-        return 1, None
-    if workers > 1 and threads * workers > cores:
-        return share, (f"--threads {threads} x {workers} workers exceeds {cores} cores: "
-                       f"{share} torch thread(s) per worker")
-    return threads, None
 
 
 def check_scaling(options: RunOptions) -> tuple[int, list[str]]:
@@ -205,21 +190,6 @@ def quiet_process() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-
-def start_processes(procs: list[Any]) -> None:
-    """Start spawned processes without running the caller's main script again in them.
-    multiprocessing imports a script's `__main__` in every spawned process, so a script that
-    runs a study at its top level, without `if __name__ == "__main__":`, would start it again
-    there (and fail). The processes need nothing from it: they run tuner's functions on
-    tuner's objects."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")  # no file, no spec: nothing to rerun
-    try:
-        for proc in procs:
-            proc.start()
-    finally:
-        sys.modules["__main__"] = main
 
 
 def run_parallel(session: Session, job: Job, workers: int, stop: threading.Event,
