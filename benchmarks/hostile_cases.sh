@@ -37,6 +37,7 @@ mkdir race && cd race && cp ../ok.yaml . && { t0=$(date +%s.%N); tuner run ok.ya
 row "unreachable HTTP tracking server (password in URI)" tuner run ok.yaml --tracking-uri http://bob:SECRET@127.0.0.1:9 --storage u.journal
 row "PostgreSQL tracking URI on a dead port" tuner run ok.yaml --tracking-uri postgresql://postgres:SECRET@127.0.0.1:9/x --storage p.journal
 row "a tracking URI scheme MLflow has no store for (was: exit 1 at the first MLflow call)" tuner run ok.yaml --tracking-uri bogus://bob:SECRET@host/x --storage b.journal
+row "tuner compare --jobs 2 on a SQLite study storage" tuner compare ok.yaml --jobs 2 --storage sqlite:///jobs.db --quiet
 row "--debug with a password in the tracking URI" tuner --debug run ok.yaml --tracking-uri http://bob:SECRET@127.0.0.1:9 --storage d.journal
 printf 'root:x:0:0:root:/root:/bin/bash\n' > passwd.csv
 sed 's/source: digits/source: csv, path: passwd.csv, target: y, task: classification/' ok.yaml > nontable.yaml

@@ -102,12 +102,13 @@ def test_studies_side_by_side_have_the_trials_they_have_one_at_a_time(
 
 def test_jobs_need_a_storage_that_several_processes_can_write(workdir: Path,
                                                               tracking_uri: str) -> None:
+    """Refused with the options, before anything starts (the CLI: before its imports)."""
     space = load_space(write_space(workdir))
-    options = CompareOptions(strategies=("random",), trials=2, repeats=1,
-                             storage=f"sqlite:///{workdir / 'optuna.db'}",
-                             tracking_uri=tracking_uri, experiment="never-run", jobs=2)
     with pytest.raises(TunerError, match="--jobs 2 needs a storage that several processes can"):
-        run_comparison(space, options)
+        run_comparison(space, CompareOptions(
+            strategies=("random",), trials=2, repeats=1, jobs=2,
+            storage=f"sqlite:///{workdir / 'optuna.db'}", tracking_uri=tracking_uri,
+            experiment="never-run"))
     assert not (workdir / "optuna.db").exists() and not (workdir / "reports").exists()
 
 

@@ -47,7 +47,6 @@ from tuner.search import (
     ATTR_EXPERIMENT,
     ATTR_FALLBACK,
     ATTR_PARENT_RUN,
-    check_parallel,
     counted_trials,
     describe,
     open_storage,
@@ -128,8 +127,6 @@ def check_options(space: Space, options: CompareOptions) -> tuple[str, int, int]
     out = Path(options.out or Path("reports") / name)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{str(out)!r} exists and is not a folder")
-    if options.jobs > 1:  # several processes write the studies at once
-        check_parallel(options.storage, f"--jobs {options.jobs}")
     seed = space.study.seed if options.seed is None else options.seed
     return name, trials, seed
 

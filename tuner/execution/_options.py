@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tuner.errors import OptionError, check_name, require_extra
-from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S
+from tuner.search import DEFAULT_TIMEOUT_S, RETRY_S, check_parallel
 from tuner.space import PRUNERS, STRATEGIES, DataSpec, Space
 
 
@@ -220,6 +220,8 @@ class CompareOptions:
             raise OptionError("target", f"must be a finite number, got {self.target!r}")
         check_name("name", self.name)
         check_flag("refit", self.refit)
+        if self.jobs > 1:  # several processes write the studies at once
+            check_parallel(self.storage, f"--jobs {self.jobs}")
 
     def comparison_name(self, space_name: str) -> str:
         return self.name or f"{space_name}-compare"

@@ -56,8 +56,8 @@ def crowding_note(jobs: int, cores: int) -> str | None:
     if jobs < 2 or cores > jobs:
         return None
     return (f"--jobs {jobs} on {cores} cores: each study's process makes its own imports and "
-            "writes its own MLflow runs beside its training, and no core is left for that; on "
-            "so few cores --jobs 1, whose studies share one writer process, is faster")
+            "writes its own MLflow runs beside its training, with no core left for that; on so "
+            "few cores expect about the time of --jobs 1, whose studies share one writer process")
 
 
 class StudyProcesses:
