@@ -37,12 +37,17 @@ def writers_started(monkeypatch: Any) -> list[Any]:
     ones, only counted."""
     from tuner.tracking import _writer
 
-    started: list[Any] = []
-    init = _writer.ProcessWriter.__init__
+    return instances_made(monkeypatch, _writer.ProcessWriter)
+
+
+def instances_made(monkeypatch: Any, cls: Any) -> list[Any]:
+    """The instances of `cls` made from now on, as they are made: real ones, only counted."""
+    made: list[Any] = []
+    init = cls.__init__
 
     def keep(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        started.append(self)
+        made.append(self)
 
-    monkeypatch.setattr(_writer.ProcessWriter, "__init__", keep)
-    return started
+    monkeypatch.setattr(cls, "__init__", keep)
+    return made

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -179,18 +178,11 @@ def test_study_processes_started_for_a_comparison_refused_late_are_ended(
     """`tuner compare --jobs 2` starts its study processes before its heavy imports; input
     found bad after that (--out names a file) exits 2 and leaves none behind, and no writer
     process was started for it."""
-    from tests.helpers import writers_started
+    from tests.helpers import instances_made, writers_started
     from tuner.cli import main
     from tuner.execution import _side_by_side
 
-    started: list[Any] = []
-    init = _side_by_side.StudyProcesses.__init__
-
-    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        started.append(self)
-
-    monkeypatch.setattr(_side_by_side.StudyProcesses, "__init__", keep)
+    started = instances_made(monkeypatch, _side_by_side.StudyProcesses)
     writers = writers_started(monkeypatch)
     (workdir / "taken").write_text("a file, not a folder")
     code = main(["compare", str(write_space(workdir)), "--out", str(workdir / "taken"),

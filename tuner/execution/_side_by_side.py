@@ -61,10 +61,10 @@ def crowding_note(jobs: int, cores: int) -> str | None:
 
 
 class StudyProcesses:
-    """The processes that run a comparison's studies. Started on entering the block, so that
-    their imports and warm-up overlap the comparison's own checks; `run` hands them the
-    studies. Leaving the block without `run` (bad input found meanwhile) ends them: they had
-    no study."""
+    """The processes that run a comparison's studies. They start when made (by `tuner compare`
+    before its own imports, else by the comparison), so that their imports and warm-up
+    overlap the comparison's own checks; `run` hands them the studies. Leaving the block
+    without `run` (bad input found meanwhile) ends them: they had no study."""
 
     def __init__(self, jobs: int, preparation: Preparation):
         self.jobs, self.preparation = jobs, preparation
