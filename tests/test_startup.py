@@ -141,6 +141,28 @@ def test_a_busy_machine_has_no_spare_core_for_the_writer_process() -> None:
             spinner.wait()
 
 
+def test_tuner_run_starts_its_writer_process_before_importing_optuna(workdir: Path) -> None:
+    """The writer's imports (MLflow's) are what a new study waits for first: `tuner run` starts
+    it as soon as its options are checked, before Optuna (and Redis's client) or torch load."""
+    space = write_space(workdir)
+    code = (
+        "import sys\n"
+        "import tuner.tracking._writer as writer\n"
+        "writer.spare_core = lambda threads: True\n"  # a busy machine would start none
+        "def prestart(*args, **kwargs):\n"
+        "    loaded = [m for m in ('optuna', 'redis', 'torch', 'mlflow') if m in sys.modules]\n"
+        "    print('LOADED', loaded)\n"
+        "    raise SystemExit(0)\n"
+        "writer.prestart = prestart\n"
+        "from tuner.cli import main\n"
+        "main(['run', sys.argv[1], '--trials', '1'])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(space)], cwd=workdir, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "LOADED []", out.stdout + out.stderr[-500:]
+
+
 def test_with_a_writer_process_the_study_imports_no_mlflow(workdir: Path, tracking_uri: str) -> None:
     """`tuner run` hands every MLflow call to its writer process (about a second of imports
     and store opening that the study's process no longer makes): the runs, the summary and the

@@ -36,7 +36,6 @@ from tuner.search._study import (
     retry_params,
 )
 
-DEFAULT_TIMEOUT_S = 60.0
 MAX_CRASH_RETRIES = 1
 _log = logging.getLogger("tuner")
 

@@ -23,11 +23,9 @@ from optuna.trial import TrialState
 
 from tuner._stores import creation_lock, driver_url, missing_driver, sqlite_path
 from tuner.errors import StorageError, first_line, redact, require_extra
+from tuner.search._defaults import DEFAULT_STORAGE, RETRY_S, kind_of
 from tuner.search._journal import repair as repair_journal
 
-DEFAULT_STORAGE = "tuner.journal"
-RETRY_S = 30.0  # how long a storage may be unreachable before the run gives up
-_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # Errors that mean "the server is not there right now", by class name: the drivers are optional.
 _TRANSIENT = {
     "sqlalchemy": {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"},
@@ -39,18 +37,6 @@ _log = logging.getLogger("tuner.storage")
 
 class StorageUnavailable(RuntimeError):
     """The storage stayed unreachable for longer than the retry window (not bad input: exit 1)."""
-
-
-def kind_of(url: str) -> str:
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-    if scheme in _RDB_SCHEMES:
-        return "sqlite" if scheme == "sqlite" else "rdb"
-    if scheme in ("redis", "rediss"):
-        return "redis"
-    if scheme in ("", "file", "journal"):
-        return "journal"
-    raise StorageError(f"unsupported storage URL {redact(url)!r}: use a journal file path, "
-                       "sqlite:///, postgresql://, mysql:// or redis://")
 
 
 def open_storage(url: str | None, retry_s: float = RETRY_S) -> RetryingStorage:
@@ -109,15 +95,6 @@ def shared_url(url: str | None) -> str:
     if kind == "sqlite" and not url.startswith("sqlite:////") and url.startswith("sqlite:///"):
         return "sqlite:///" + str(Path(url[len("sqlite:///"):]).resolve())
     return url
-
-
-def check_parallel(url: str | None, what: str) -> None:
-    """Refuse SQLite for several writing processes: it fails them with 'database is locked'."""
-    if kind_of(url or DEFAULT_STORAGE) == "sqlite":
-        raise StorageError(
-            f"{what} needs a storage that several processes can write at once, and SQLite "
-            f"({redact(url or '')}) locks the whole file ('database is locked'): use a journal "
-            "file (the default, --storage tuner.journal), postgresql:// or redis://")
 
 
 def study_names(storage: BaseStorage) -> list[str]:
