@@ -141,9 +141,12 @@ def test_a_busy_machine_has_no_spare_core_for_the_writer_process() -> None:
             spinner.wait()
 
 
-def test_tuner_run_starts_its_writer_process_before_importing_optuna(workdir: Path) -> None:
-    """The writer's imports (MLflow's) are what a new study waits for first: `tuner run` starts
-    it as soon as its options are checked, before Optuna (and Redis's client) or torch load."""
+@pytest.mark.parametrize("command", [["run", "--trials", "1"],
+                                     ["compare", "--strategies", "random,tpe", "--trials", "2"]])
+def test_the_writer_process_starts_before_optuna_loads(workdir: Path, command: list[str]) -> None:
+    """The writer's imports (MLflow's) are what a new study waits for first: `tuner run` and
+    `tuner compare` start it as soon as their options are checked, before Optuna (and Redis's
+    client) or torch load."""
     space = write_space(workdir)
     code = (
         "import sys\n"
@@ -155,10 +158,10 @@ def test_tuner_run_starts_its_writer_process_before_importing_optuna(workdir: Pa
         "    raise SystemExit(0)\n"
         "writer.prestart = prestart\n"
         "from tuner.cli import main\n"
-        "main(['run', sys.argv[1], '--trials', '1'])\n")
-    out = subprocess.run([sys.executable, "-c", code, str(space)], cwd=workdir, text=True,
-                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         timeout=120)
+        "main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", code, command[0], str(space), *command[1:]],
+                         cwd=workdir, text=True, capture_output=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "LOADED []", out.stdout + out.stderr[-500:]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # GPSampler warns once per conditional parameter per trial (it samples those at random),
     # which would bury the live view; the README says so once.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     view = LiveView(space.objective.direction, enabled=not (args.quiet or args.json))
     try:
         comparison = run_comparison(space, options, listener=view, on_plan=view.begin)
