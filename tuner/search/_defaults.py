@@ -5,6 +5,7 @@ builds its options from these before it starts the writer process, which then st
 
 from __future__ import annotations
 
+from tuner._stores import scheme_of
 from tuner.errors import StorageError, redact
 
 DEFAULT_STORAGE = "tuner.journal"
@@ -14,7 +15,7 @@ _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 
 
 def kind_of(url: str) -> str:
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    scheme = scheme_of(url)
     if scheme in _RDB_SCHEMES:
         return "sqlite" if scheme == "sqlite" else "rdb"
     if scheme in ("redis", "rediss"):
