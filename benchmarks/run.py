@@ -35,6 +35,7 @@ BENCHES = {
     "pack": ("benchmarks.bench_speed", "pack"),
     "tracking_cost": ("benchmarks.bench_speed", "tracking_cost"),
     "gpu": ("benchmarks.bench_speed", "gpu"),
+    "views": ("benchmarks.bench_views", "run"),
 }
 
 

@@ -98,6 +98,50 @@ def test_plotly_views_load_without_matplotlib_and_matplotlib_views_still_load_wh
     assert done.stdout.strip() == "Axes"
 
 
+_IMPORTANCE_WITHOUT_SKLEARN = """
+import sys
+import warnings
+
+import optuna
+
+from tuner.search import optuna_importance, plotly_optuna_views
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+warnings.simplefilter("ignore")
+importance = optuna_importance()
+plotly_optuna_views()
+assert "sklearn" not in sys.modules, "loading optuna.importance imported scikit-learn"
+study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+study.optimize(lambda t: t.suggest_float("x", 0, 1) + 1e-3 * t.suggest_float("y", 0, 1),
+               n_trials=30)
+found = importance.get_param_importances(study, evaluator=importance.PedAnovaImportanceEvaluator())
+assert max(found, key=found.get) == "x", found
+assert "sklearn" not in sys.modules, "PED-ANOVA imported scikit-learn"
+# The forests' evaluators, reached as attributes or imported by name, load whole, once.
+fanova = optuna.importance.FanovaImportanceEvaluator
+from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
+from optuna.importance._fanova import FanovaImportanceEvaluator as from_module
+assert fanova is FanovaImportanceEvaluator is from_module
+for evaluator in (fanova(seed=0), MeanDecreaseImpurityImportanceEvaluator(seed=0)):
+    found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    assert max(found, key=found.get) == "x", (evaluator, found)
+assert "sklearn" in sys.modules
+print(sorted(optuna.importance.__all__) == sorted(
+    name for name in optuna.importance.__all__ if hasattr(optuna.importance, name)))
+"""
+
+
+def test_importances_load_without_scikit_learn_and_forest_evaluators_still_load_whole(
+) -> None:
+    """Optuna's `importance/__init__` imports its fANOVA and mean-decrease-impurity modules,
+    which import scikit-learn inside a `try_import`; `optuna_importance` hides scikit-learn
+    meanwhile, so PED-ANOVA runs without it, and those evaluators load whole on first use."""
+    done = subprocess.run([sys.executable, "-c", _IMPORTANCE_WITHOUT_SKLEARN],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
+
+
 @pytest.mark.parametrize("strategy", ["tpe", "gp"])
 def test_tpe_and_gp_start_at_random_until_the_trials_tuner_counts_are_told(
         strategy: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tuner.analysis._comparison import TOLERANCE, Comparison, build_comparison
     from tuner.analysis._export import export_study
+    from tuner.analysis._importances import param_importances
     from tuner.analysis._plan import GridPlan, StudyPlan
     from tuner.analysis._plots import confusion_png, residual_png
     from tuner.analysis._report import (
@@ -40,6 +41,7 @@ _WHERE = {
     "Comparison": "_comparison",
     "build_comparison": "_comparison",
     "export_study": "_export",
+    "param_importances": "_importances",
     "GridPlan": "_plan",
     "StudyPlan": "_plan",
     "confusion_png": "_plots",
@@ -66,9 +68,9 @@ _WHERE = {
 __all__ = [
     "SUMMARY_HEADERS", "TOLERANCE", "VIEWS", "Comparison", "GridPlan", "StudyPlan",
     "best_so_far_bands", "build_comparison", "clean", "comparison_files", "comparison_metrics",
-    "confusion_png", "export_study", "front_views", "page", "plural", "ranked", "reach", "report_markdown",
-    "residual_png", "study_views", "summarise", "summary_rows", "trials_frame",
-    "write_study_views",
+    "confusion_png", "export_study", "front_views", "page", "param_importances", "plural",
+    "ranked", "reach", "report_markdown", "residual_png", "study_views", "summarise",
+    "summary_rows", "trials_frame", "write_study_views",
 ]
 
 

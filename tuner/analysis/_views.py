@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.analysis._importances import KnownImportances, best_trials, param_importances
 from tuner.errors import TunerError
 from tuner.search import (
     ATTR_SPACE_TEXT,
@@ -38,17 +38,6 @@ VIEWS = ("optimization_history", "param_importances", "parallel_coordinate", "sl
          "intermediate_values")
 PAGE = "views.html"
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-
-
-class _Cached(BaseImportanceEvaluator):
-    """fANOVA fits a forest; compute once and hand the result to both plotting backends."""
-
-    def __init__(self, importances: dict[str, float]):
-        self.importances = importances
-
-    def evaluate(self, study: optuna.Study, params: list[str] | None = None, *,
-                 target: Callable[[FrozenTrial], float] | None = None) -> dict[str, float]:
-        return dict(self.importances)
 
 
 def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]:
@@ -69,9 +58,13 @@ def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]
 
         from tuner.analysis._static import contour_figure, parallel_figure, slice_figure
     target = _objective_name(study)
-    importances = _importances(study) if len(trials) >= 2 else {}
-    evaluator = _Cached(importances)
-    top = list(importances)[:2]
+    importances = param_importances(study)
+    evaluator = KnownImportances(importances)
+    # Parameters every complete trial has come first (a conditional one, e.g. SGD's momentum,
+    # lacks a value on many lines), and only they can make a contour of every trial.
+    everywhere = set.intersection(*(set(t.params) for t in trials))
+    order = sorted(importances, key=lambda name: name not in everywhere)  # stable
+    top = [name for name in order if name in everywhere][:2]
     # name -> (title, PNG figure, interactive figure), or why the view does not apply. The slice,
     # contour and parallel coordinates are tuner's own PNGs (see `_static`); the page keeps
     # Optuna's plotly figures, which are interactive.
@@ -82,23 +75,26 @@ def study_views(study: optuna.Study, png: bool = True) -> dict[str, str | bytes]
         lambda: mpl_views.plot_optimization_history(study, target_name=target),
         lambda: plotly_views.plot_optimization_history(study, target_name=target))
     plans["param_importances"] = (
-        ("Parameter importances (fANOVA on the complete trials)",
+        (f"Parameter importances (PED-ANOVA): what it took to be among the best "
+         f"{best_trials(len(trials))} of {len(trials)} complete trials",
          lambda: mpl_views.plot_param_importances(study, evaluator=evaluator, target_name=target),
          lambda: plotly_views.plot_param_importances(study, evaluator=evaluator,
                                                      target_name=target))
-        if importances else "needs two complete trials and a searched parameter")
+        if importances else "needs two complete trials of different values and a searched "
+                            "parameter")
     plans["parallel_coordinate"] = (
         "Parallel coordinates: each line is a trial",
-        lambda: parallel_figure(study, target, list(importances)),
+        lambda: parallel_figure(study, target, order),
         lambda: plotly_views.plot_parallel_coordinate(study, target_name=target))
     plans["slice"] = ("Slice: the objective against each parameter",
                       lambda: slice_figure(study, target),
                       lambda: plotly_views.plot_slice(study, target_name=target))
     plans["contour"] = (
-        (f"Contour of the two most important parameters ({top[0]}, {top[1]})",
+        (f"Contour of the two most important parameters that every trial has ({top[0]}, "
+         f"{top[1]})",
          lambda: contour_figure(study, top, target),
          lambda: plotly_views.plot_contour(study, params=top, target_name=target))
-        if len(top) == 2 else "needs two parameters with an importance")
+        if len(top) == 2 else "needs two parameters with an importance that every trial has")
     reported = [t for t in study.get_trials(deepcopy=False)
                 if t.intermediate_values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     plans["intermediate_values"] = (
@@ -226,14 +222,6 @@ def _curves(backend: Any, trials: list[FrozenTrial], target: str) -> Any:
         shown.add(label)
     figure.update_layout(xaxis_title="epoch", yaxis_title=target, height=450)
     return figure
-
-
-def _importances(study: optuna.Study) -> dict[str, float]:
-    try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=0))
-    except (ValueError, RuntimeError):  # e.g. every searched parameter took one value
-        return {}
 
 
 def _objective_name(study: optuna.Study) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from tuner.search._heartbeat import Heartbeat, LostTrial, interval_for, reap_stale
     from tuner.search._lookup import best_epoch, best_trial, final_trial, find_study, stored_space
+    from tuner.search._optuna import importance_module as optuna_importance
     from tuner.search._optuna import plotly_views as plotly_optuna_views
     from tuner.search._optuna import trial_id
     from tuner.search._pareto import (
@@ -122,7 +123,7 @@ _NAMES = {
     "_defaults": ("DEFAULT_STORAGE", "DEFAULT_TIMEOUT_S", "RETRY_S", "check_parallel", "kind_of"),
     "_heartbeat": ("Heartbeat", "LostTrial", "interval_for", "reap_stale"),
     "_lookup": ("best_epoch", "best_trial", "final_trial", "find_study", "stored_space"),
-    "_optuna": ("plotly_optuna_views", "trial_id"),
+    "_optuna": ("optuna_importance", "plotly_optuna_views", "trial_id"),
     "_pareto": (
         "FrontMember", "finite", "format_front", "front_table", "front_trial", "objectives_of",
         "pareto_front", "parse_condition", "pick",
@@ -154,7 +155,7 @@ _NAMES = {
     ),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
-_RENAMED = {"plotly_optuna_views": "plotly_views"}
+_RENAMED = {"optuna_importance": "importance_module", "plotly_optuna_views": "plotly_views"}
 
 __all__ = [
     "ATTR_CANONICAL", "ATTR_EXPERIMENT", "ATTR_FALLBACK", "ATTR_FINAL", "ATTR_HASH",
@@ -171,11 +172,11 @@ __all__ = [
     "default_study_name", "describe", "diff_spaces", "discard_if_unused", "enqueue_grid",
     "enqueue_known", "final_trial", "find_study", "finite", "format_front", "front_table",
     "front_trial", "interval_for", "is_transient", "kind_of", "make_pruner", "make_sampler",
-    "next_trial", "objectives_of", "open_storage", "open_study", "pareto_front", "parse_condition",
-    "pick", "plan_budget", "plotly_optuna_views", "points_from", "quiet_optuna",
-    "random_start_note", "reap_stale", "retry_attrs", "retry_params", "sampler_name",
-    "seeded_sampler", "shared_start_note", "shared_url", "stored_space", "study_done", "trial_id",
-    "trial_seed", "trials_since_best", "uncounted", "warm_start",
+    "next_trial", "objectives_of", "open_storage", "open_study", "optuna_importance",
+    "pareto_front", "parse_condition", "pick", "plan_budget", "plotly_optuna_views", "points_from",
+    "quiet_optuna", "random_start_note", "reap_stale", "retry_attrs", "retry_params",
+    "sampler_name", "seeded_sampler", "shared_start_note", "shared_url", "stored_space",
+    "study_done", "trial_id", "trial_seed", "trials_since_best", "uncounted", "warm_start",
 ]
 
 

@@ -3,7 +3,8 @@
 tuner claims queued trials itself (several workers, one budget), re-queues a trial with the
 parameters it was queued with, finds a trial's storage id and the NSGA-II generation it was
 asked in; Optuna offers no public call for these. It also loads Optuna's plotly views without
-the matplotlib import that comes with them. tests/test_optuna_internals.py pins each
+the matplotlib import that comes with them, and its importance evaluators without
+scikit-learn. tests/test_optuna_internals.py pins each
 behaviour, so an Optuna upgrade that changes one fails there, loudly, and this file is the one
 to mend.
 """
@@ -56,26 +57,52 @@ def ga_generation(trial: FrozenTrial) -> int | None:
 def plotly_views() -> ModuleType:
     """`optuna.visualization` (the plotly views), loaded without matplotlib: its `__init__`
     imports the `matplotlib` subpackage, which imports pyplot inside a `try_import` (a third of
-    a second at the end of every study, for PNGs that are not drawn). matplotlib is hidden while
-    the package loads (the import fails, and Optuna tolerates that), then the subpackage loaded
-    without it is forgotten: `optuna.visualization.matplotlib`, imported or reached as an
-    attribute, then loads whole on first use."""
-    if "optuna.visualization" in sys.modules or "matplotlib" in sys.modules:
-        return importlib.import_module("optuna.visualization")
-    sys.modules["matplotlib"] = None  # type: ignore[assignment]  # import matplotlib: ImportError
+    a second at the end of every study, for PNGs that are not drawn). The subpackage loaded
+    without matplotlib is forgotten: `optuna.visualization.matplotlib`, imported or reached as
+    an attribute, then loads whole on first use."""
+    return _load_without("optuna.visualization", "matplotlib",
+                         {"matplotlib": _MPL_VIEWS})
+
+
+def importance_module() -> ModuleType:
+    """`optuna.importance`, loaded without scikit-learn: its `__init__` imports the fANOVA and
+    mean-decrease-impurity evaluators, whose modules import scikit-learn's forests inside a
+    `try_import` (with SciPy, about a second), although PED-ANOVA needs neither. Those
+    evaluators are forgotten meanwhile and load whole, with scikit-learn, on first use."""
+    return _load_without("optuna.importance", "sklearn", {
+        "FanovaImportanceEvaluator": "optuna.importance._fanova",
+        "MeanDecreaseImpurityImportanceEvaluator": "optuna.importance._mean_decrease_impurity",
+        "_fanova": "optuna.importance._fanova",
+        "_mean_decrease_impurity": "optuna.importance._mean_decrease_impurity",
+    })
+
+
+def _load_without(package: str, hidden: str, later: dict[str, str]) -> ModuleType:
+    """Import `package` while `hidden` cannot be imported (Optuna tolerates that: it records
+    the failure in the modules that try it), then forget those modules and the names bound
+    from them (`later`: name -> module), so that each loads whole, on first use, through the
+    package's `__getattr__`. A no-op once either module is loaded."""
+    if package in sys.modules or hidden in sys.modules:
+        return importlib.import_module(package)
+    sys.modules[hidden] = None  # type: ignore[assignment]  # import HIDDEN: ImportError
     try:
-        views = importlib.import_module("optuna.visualization")
+        loaded = importlib.import_module(package)
     finally:
-        del sys.modules["matplotlib"]
-        for name in [m for m in sys.modules if m == _MPL_VIEWS or m.startswith(_MPL_VIEWS + ".")]:
+        del sys.modules[hidden]
+        tried = set(later.values())
+        for name in [m for m in sys.modules
+                     if m in tried or m.startswith(tuple(t + "." for t in tried))]:
             del sys.modules[name]
-    views.__dict__.pop("matplotlib", None)
-    views.__dict__["__getattr__"] = _load_on_access  # PEP 562: asked when a name is missing
-    return views
+    for name in later:
+        loaded.__dict__.pop(name, None)
 
+    def load_on_access(name: str) -> Any:  # PEP 562: asked when a name is missing
+        if name not in later:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module = importlib.import_module(later[name])  # binds a submodule's attribute too
+        found = module if module.__name__.endswith("." + name) else getattr(module, name)
+        setattr(loaded, name, found)
+        return found
 
-def _load_on_access(name: str) -> ModuleType:
-    """`optuna.visualization.matplotlib` reached as an attribute after `plotly_views`."""
-    if name == "matplotlib":
-        return importlib.import_module(_MPL_VIEWS)  # the import binds the attribute too
-    raise AttributeError(f"module 'optuna.visualization' has no attribute {name!r}")
+    loaded.__dict__["__getattr__"] = load_on_access
+    return loaded

@@ -1,0 +1,96 @@
+"""The views page at a study's end, as the study grows: its parameter importances by PED-ANOVA
+(tuner's, Optuna's default) against fANOVA (tuner's before 2026-12-07), in the same run.
+
+`python -m benchmarks.run --only views`. Each study is synthetic, shaped like the default
+space (conditional layer widths and SGD parameters; 20 epochs of intermediate values; a quarter
+of the trials pruned) and filled by the random sampler, so that building it costs little. Both
+sides build the same interactive page (`study_views(png=False)`, what `tuner run` logs) and
+differ in the importance evaluator only; imports are paid before the timing starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import optuna
+
+from benchmarks._common import Results, Row, timed
+
+
+def _objective(trial: optuna.Trial) -> float:
+    layers = trial.suggest_int("n_layers", 1, 2)
+    widths = [trial.suggest_int(f"units_{i}", 32, 512, log=True) for i in range(layers)]
+    trial.suggest_categorical("activation", ["relu", "tanh", "gelu"])
+    lr = trial.suggest_float("lr", 1e-4, 3e-2, log=True)
+    momentum = 0.9
+    if trial.suggest_categorical("optimizer", ["adam", "sgd"]) == "sgd":
+        momentum = trial.suggest_float("momentum", 0.5, 0.95)
+        trial.suggest_categorical("nesterov", [True, False])
+    trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
+    trial.suggest_categorical("batch_size", [32, 64, 128])
+    final = 0.97 - 0.02 * (math.log10(lr) + 2.5) ** 2 - 0.05 * (0.9 - momentum) ** 2 \
+        + 0.005 * math.log2(widths[0] / 32) / 4
+    for epoch in range(20):
+        trial.report(final * (1 - np.exp(-(epoch + 1) / 4)), epoch)
+    if trial.number % 4 == 3:
+        raise optuna.TrialPruned
+    return final
+
+
+def _study(trials: int) -> optuna.Study:
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(_objective, n_trials=trials)
+    return study
+
+
+@contextmanager
+def _fanova() -> Iterator[None]:
+    """The views page with fANOVA's importances, as tuner computed them before."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    import tuner.analysis._views as views
+
+    def importances(study: optuna.Study) -> dict[str, float]:
+        try:
+            return get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+        except (ValueError, RuntimeError):
+            return {}
+
+    kept: Any = views.param_importances
+    views.param_importances = importances  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        views.param_importances = kept
+
+
+def run(results: Results, quick: bool = False) -> None:
+    from tuner.analysis import study_views
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    repeats = 2 if quick else 3
+    for size in (30, 300) if quick else (30, 300, 1000):
+        study = _study(size)
+        page = functools.partial(study_views, study, png=False)
+        with _fanova():
+            page()  # imports (scikit-learn) before the timing
+        tuner_s, fanova_s = [], []
+        for i in range(repeats):
+            for side in ("tuner", "fanova") if i % 2 == 0 else ("fanova", "tuner"):
+                if side == "tuner":
+                    tuner_s.append(timed(page))
+                else:
+                    with _fanova():
+                        fanova_s.append(timed(page))
+        ratio = statistics.median(t / f for t, f in zip(tuner_s, fanova_s, strict=True))
+        results.add(Row("views", f"views page, {size} trials: PED-ANOVA / fANOVA importances",
+                        ratio, "x", "", None,
+                        f"{statistics.median(tuner_s):.2f} s vs {statistics.median(fanova_s):.2f}"
+                        f" s; median of {repeats} interleaved"))
