@@ -47,6 +47,17 @@ def test_conditional_parameters_get_an_importance_too() -> None:
     assert list(found) == sorted(found, key=lambda name: -found[name])
 
 
+def test_a_parameter_of_one_possible_value_is_not_searched() -> None:
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_categorical("activation", ["relu"])
+        trial.suggest_int("layers", 2, 2)
+        return trial.suggest_float("x", 0, 1) + 1e-3 * trial.suggest_float("y", 0, 1)
+
+    assert set(param_importances(_study("maximize", 20, objective))) == {"x", "y"}
+    fixed = _study("maximize", 5, lambda t: float(t.suggest_int("layers", 2, 2)))
+    assert param_importances(fixed) == {}
+
+
 def test_nothing_is_told_from_one_trial_or_from_equal_values() -> None:
     assert param_importances(_study("maximize", 1, lambda t: t.suggest_float("x", 0, 1))) == {}
     flat = _study("maximize", 12, lambda t: 0.0 * t.suggest_float("x", 0, 1))

@@ -40,10 +40,14 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
+    searched = sorted({name for trial in complete for name, distribution
+                       in trial.distributions.items() if not distribution.single()})
+    if not searched:  # a parameter of one possible value is not searched
+        return {}
     evaluator = PedAnovaImportanceEvaluator(target_quantile=_best_share(len(complete)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its note that equal values give equal importances
-        found = evaluator.evaluate(study)
+        found = evaluator.evaluate(study, params=searched)
     total = sum(found.values())
     if not total > 0.0:
         return {}
