@@ -1,6 +1,6 @@
-"""Reading results back: tables of trials and studies, comparisons of strategies, Optuna's views of
-a study (PNG and one interactive page), the Pareto front's views, a comparison's report, figures
-of a final model, and `tuner export`'s configuration file.
+"""Reading results back: tables of trials and studies, comparisons of strategies, parameter
+importances, Optuna's views of a study (PNG and one interactive page), the Pareto front's views, a
+comparison's report, figures of a final model, and `tuner export`'s configuration file.
 
 Analysis reads what the search and tracking layers stored; it never runs a trial.
 
