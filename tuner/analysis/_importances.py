@@ -2,9 +2,9 @@
 them by default, over the complete trials.
 
 PED-ANOVA compares where the best trials put each parameter with where the study's trials did,
-so it fits no model: milliseconds for a thousand trials, where fANOVA's random forest took 16 s
-(benchmarks/README.md), and it covers conditional parameters (a second layer's width, SGD's
-momentum), which fANOVA leaves out. Optuna loads it without scikit-learn
+so it fits no model: milliseconds for a thousand trials, where fANOVA's random forest took
+6.6 s (`python -m benchmarks.run --only views`), and it covers conditional parameters (a second
+layer's width, SGD's momentum), which fANOVA leaves out. Optuna loads it without scikit-learn
 (`tuner.search.optuna_importance`).
 """
 

@@ -3,10 +3,9 @@
 tuner claims queued trials itself (several workers, one budget), re-queues a trial with the
 parameters it was queued with, finds a trial's storage id and the NSGA-II generation it was
 asked in; Optuna offers no public call for these. It also loads Optuna's plotly views without
-the matplotlib import that comes with them, and its importance evaluators without
-scikit-learn. tests/test_optuna_internals.py pins each
-behaviour, so an Optuna upgrade that changes one fails there, loudly, and this file is the one
-to mend.
+the matplotlib import that comes with them, and its importance evaluators without scikit-learn.
+tests/test_optuna_internals.py pins each behaviour, so an Optuna upgrade that changes one fails
+there, loudly, and this file is the one to mend.
 """
 
 from __future__ import annotations
@@ -67,8 +66,9 @@ def plotly_views() -> ModuleType:
 def importance_module() -> ModuleType:
     """`optuna.importance`, loaded without scikit-learn: its `__init__` imports the fANOVA and
     mean-decrease-impurity evaluators, whose modules import scikit-learn's forests inside a
-    `try_import` (with SciPy, about a second), although PED-ANOVA needs neither. Those
-    evaluators are forgotten meanwhile and load whole, with scikit-learn, on first use."""
+    `try_import` (with SciPy, about a second), although PED-ANOVA needs neither. Those two
+    evaluators, loaded without it, are forgotten, and load whole, with scikit-learn, on first
+    use."""
     return _load_without("optuna.importance", "sklearn", {
         "FanovaImportanceEvaluator": "optuna.importance._fanova",
         "MeanDecreaseImpurityImportanceEvaluator": "optuna.importance._mean_decrease_impurity",
