@@ -1,11 +1,13 @@
-"""The views page at a study's end, as the study grows: its parameter importances by PED-ANOVA
-(tuner's, Optuna's default) against fANOVA (tuner's before 2026-12-07), in the same run.
+"""The views page at a study's end, as the study grows: as tuner draws it now (PED-ANOVA
+importances, Optuna's default; its own bar chart of them) against as it did before 2026-12-07
+(fANOVA's importances; Optuna's bar chart, whose hover text copies every trial once per
+parameter), in the same run.
 
 `python -m benchmarks.run --only views`. Each study is synthetic, shaped like the default
 space (conditional layer widths and SGD parameters; 20 epochs of intermediate values; a quarter
 of the trials pruned) and filled by the random sampler, so that building it costs little. Both
-sides build the same interactive page (`study_views(png=False)`, what `tuner run` logs) and
-differ in the importance evaluator only; imports are paid before the timing starts.
+sides build the same interactive page (`study_views(png=False)`, what `tuner run` logs);
+imports are paid before the timing starts.
 """
 
 from __future__ import annotations
@@ -51,24 +53,32 @@ def _study(trials: int) -> optuna.Study:
 
 
 @contextmanager
-def _fanova() -> Iterator[None]:
-    """The views page with fANOVA's importances, as tuner computed them before."""
+def _before(study: optuna.Study) -> Iterator[None]:
+    """`study`'s views page as tuner drew it before: fANOVA's importances, Optuna's bar chart
+    (which reads the study itself)."""
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     import tuner.analysis._views as views
+    from tuner.analysis._importances import KnownImportances
+    from tuner.search import plotly_optuna_views
 
-    def importances(study: optuna.Study) -> dict[str, float]:
+    def importances(drawn: optuna.Study) -> dict[str, float]:
         try:
-            return get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+            return get_param_importances(drawn, evaluator=FanovaImportanceEvaluator(seed=0))
         except (ValueError, RuntimeError):
             return {}
 
-    kept: Any = views.param_importances
+    def bars(trials: Any, found: dict[str, float], target: str) -> Any:
+        return plotly_optuna_views().plot_param_importances(
+            study, evaluator=KnownImportances(found), target_name=target)
+
+    kept: Any = (views.param_importances, views._importance_bars)
     views.param_importances = importances  # type: ignore[assignment]
+    views._importance_bars = bars  # type: ignore[assignment]
     try:
         yield
     finally:
-        views.param_importances = kept
+        views.param_importances, views._importance_bars = kept
 
 
 def run(results: Results, quick: bool = False) -> None:
@@ -79,18 +89,18 @@ def run(results: Results, quick: bool = False) -> None:
     for size in (30, 300) if quick else (30, 300, 1000):
         study = _study(size)
         page = functools.partial(study_views, study, png=False)
-        with _fanova():
+        with _before(study):
             page()  # imports (scikit-learn) before the timing
-        tuner_s, fanova_s = [], []
+        now_s, before_s = [], []
         for i in range(repeats):
-            for side in ("tuner", "fanova") if i % 2 == 0 else ("fanova", "tuner"):
-                if side == "tuner":
-                    tuner_s.append(timed(page))
+            for side in ("now", "before") if i % 2 == 0 else ("before", "now"):
+                if side == "now":
+                    now_s.append(timed(page))
                 else:
-                    with _fanova():
-                        fanova_s.append(timed(page))
-        ratio = statistics.median(t / f for t, f in zip(tuner_s, fanova_s, strict=True))
-        results.add(Row("views", f"views page, {size} trials: PED-ANOVA / fANOVA importances",
-                        ratio, "x", "", None,
-                        f"{statistics.median(tuner_s):.2f} s vs {statistics.median(fanova_s):.2f}"
+                    with _before(study):
+                        before_s.append(timed(page))
+        ratio = statistics.median(n / b for n, b in zip(now_s, before_s, strict=True))
+        results.add(Row("views", f"views page, {size} trials: now / before (fANOVA, Optuna's "
+                        "bars)", ratio, "x", "", None,
+                        f"{statistics.median(now_s):.2f} s vs {statistics.median(before_s):.2f}"
                         f" s; median of {repeats} interleaved"))

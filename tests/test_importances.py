@@ -90,3 +90,26 @@ def test_the_views_page_names_the_method_and_contours_what_every_trial_has() -> 
     contour = re.search(r"Contour of the two most important parameters that every trial has "
                         r"\(([^)]*)\)", page)
     assert contour is not None and set(contour.group(1).split(", ")) == {"lr", "optimizer"}
+
+
+def test_the_page_draws_the_importances_as_optunas_plot_does() -> None:
+    """The page's bar chart is drawn by tuner (Optuna's copies every trial once per parameter
+    for its hover text); bars, labels and hover text are those of Optuna's plot."""
+    from tuner.analysis._importances import KnownImportances
+    from tuner.analysis._views import _importance_bars
+    from tuner.search import plotly_optuna_views
+
+    study = _study("maximize", 40, _conditional)
+    found = param_importances(study)
+    ours = _importance_bars(study.get_trials(deepcopy=False), found, "accuracy").to_dict()
+    theirs = plotly_optuna_views().plot_param_importances(
+        study, evaluator=KnownImportances(found), target_name="accuracy").to_dict()
+    mine, optunas = ours["data"][0], theirs["data"][0]
+    assert mine["y"] == optunas["y"] and mine["text"] == optunas["text"]
+    assert mine["x"] == pytest.approx(optunas["x"])
+    assert ([h.split(":")[0] for h in mine["hovertemplate"]]
+            == [h.split(":")[0] for h in optunas["hovertemplate"]])
+    for key in ("orientation", "name", "textposition", "cliponaxis"):
+        assert mine[key] == optunas[key], key
+    assert ours["layout"]["title"] == theirs["layout"]["title"]
+    assert ours["layout"]["xaxis"]["title"] == theirs["layout"]["xaxis"]["title"]
