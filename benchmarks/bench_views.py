@@ -1,7 +1,7 @@
 """The views page at a study's end, as the study grows: as tuner draws it now (PED-ANOVA
-importances, Optuna's default; its own bar chart of them) against as it did before 2026-12-07
-(fANOVA's importances; Optuna's bar chart, whose hover text copies every trial once per
-parameter), in the same run.
+importances, Optuna's default; its own bar chart of them; the learning curves as a trace per
+outcome) against as it did before 2026-12-07 (fANOVA's importances; Optuna's bar chart, whose
+hover text copies every trial once per parameter; a trace per trial), in the same run.
 
 `python -m benchmarks.run --only views`. Each study is synthetic, shaped like the default
 space (conditional layer widths and SGD parameters; 20 epochs of intermediate values; a quarter
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks._common import Results, Row, timed
 
@@ -55,7 +56,7 @@ def _study(trials: int) -> optuna.Study:
 @contextmanager
 def _before(study: optuna.Study) -> Iterator[None]:
     """`study`'s views page as tuner drew it before: fANOVA's importances, Optuna's bar chart
-    (which reads the study itself)."""
+    (which reads the study itself), a trace per trial's learning curve."""
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     import tuner.analysis._views as views
@@ -72,13 +73,32 @@ def _before(study: optuna.Study) -> Iterator[None]:
         return plotly_optuna_views().plot_param_importances(
             study, evaluator=KnownImportances(found), target_name=target)
 
-    kept: Any = (views.param_importances, views._importance_bars)
+    def curves(backend: Any, trials: list[FrozenTrial], target: str) -> Any:
+        """The learning curves as one trace per trial (the page's only backend: plotly)."""
+        import plotly.graph_objects as go
+
+        figure = go.Figure()
+        shown: set[str] = set()
+        for t in trials:
+            label = "pruned" if t.state == TrialState.PRUNED else "complete"
+            steps = sorted(t.intermediate_values)
+            figure.add_trace(go.Scatter(
+                x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers",
+                name=label, legendgroup=label, showlegend=label not in shown,
+                line={"color": views.COLORS[3 if label == "pruned" else 0]}, opacity=0.6,
+                hovertext=f"trial {t.number} ({label})"))
+            shown.add(label)
+        figure.update_layout(xaxis_title="epoch", yaxis_title=target, height=450)
+        return figure
+
+    kept: Any = (views.param_importances, views._importance_bars, views._curves)
     views.param_importances = importances  # type: ignore[assignment]
     views._importance_bars = bars  # type: ignore[assignment]
+    views._curves = curves  # type: ignore[assignment]
     try:
         yield
     finally:
-        views.param_importances, views._importance_bars = kept
+        views.param_importances, views._importance_bars, views._curves = kept
 
 
 def run(results: Results, quick: bool = False) -> None:
@@ -101,6 +121,6 @@ def run(results: Results, quick: bool = False) -> None:
                         before_s.append(timed(page))
         ratio = statistics.median(n / b for n, b in zip(now_s, before_s, strict=True))
         results.add(Row("views", f"views page, {size} trials: now / before (fANOVA, Optuna's "
-                        "bars)", ratio, "x", "", None,
+                        "bars, a trace per trial)", ratio, "x", "", None,
                         f"{statistics.median(now_s):.2f} s vs {statistics.median(before_s):.2f}"
                         f" s; median of {repeats} interleaved"))
