@@ -4,6 +4,8 @@ trials, conditional parameters included, and nothing where nothing can be told."
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -113,3 +115,26 @@ def test_the_page_draws_the_importances_as_optunas_plot_does() -> None:
         assert mine[key] == optunas[key], key
     assert ours["layout"]["title"] == theirs["layout"]["title"]
     assert ours["layout"]["xaxis"]["title"] == theirs["layout"]["xaxis"]["title"]
+
+
+def test_the_api_gives_a_stored_studys_importances(tmp_path: Path) -> None:
+    import tuner
+
+    space = tuner.parse_space(
+        "name: api_importances\nmodel: custom\nobjective: {metric: score, direction: maximize}\n"
+        "study: {strategy: random, trials: 20, seed: 0, pruner: none}\n"
+        "params:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "  y: {type: float, low: 0.0, high: 1.0}\n")
+    journal = str(tmp_path / "api.journal")
+
+    def objective(params: dict[str, Any], reporter: Any) -> float:
+        return float(params["x"]) + 1e-3 * float(params["y"])
+
+    result = tuner.run_study(space, tuner.RunOptions(
+        storage=journal, tracking=False, progress=False, views=False, threads=1),
+        objective=objective)
+    found = tuner.importances(result.study, journal)
+    assert list(found) == ["x", "y"] and found["x"] > 0.8
+    assert found == param_importances(tuner.open_study(result.study, journal))
+    with pytest.raises(tuner.TunerError, match="no study 'missing'"):
+        tuner.importances("missing", journal)

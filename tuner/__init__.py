@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         compare,
         evaluate,
         export,
+        importances,
         open_study,
         pareto_front,
         pick,
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # The Python API (tuner.api) and its option and result types load on first use.
-_LAZY = {name: "tuner.api" for name in ("compare", "evaluate", "export", "open_study",
-                                        "pareto_front", "pick", "run_study", "runs", "trials")}
+_LAZY = {name: "tuner.api" for name in ("compare", "evaluate", "export", "importances",
+                                        "open_study", "pareto_front", "pick", "run_study",
+                                        "runs", "trials")}
 _LAZY.update({name: "tuner.execution" for name in (
     "CompareOptions", "FinalOptions", "FinalResult", "RunOptions", "StudyResult",
     "WorkerOptions")})
@@ -73,6 +75,7 @@ __all__ = [
     "compare",
     "evaluate",
     "export",
+    "importances",
     "load_space",
     "open_study",
     "pareto_front",

@@ -128,6 +128,16 @@ def trials(study: str, storage: str | None = None) -> pd.DataFrame:
 
 
 @_quietly
+def importances(study: str, storage: str | None = None) -> dict[str, float]:
+    """Each searched parameter's importance to reaching the study's best complete trials, most
+    important first, summing to 1 (Optuna's PED-ANOVA, as on the study's views page); empty
+    when it cannot be told (fewer than two complete trials, or all of them as good)."""
+    from tuner.analysis import param_importances
+
+    return param_importances(open_study(study, storage))
+
+
+@_quietly
 def runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The MLflow runs of an experiment (parent and trial runs), one row each."""
     from tuner.tracking import runs_frame
