@@ -143,8 +143,7 @@ def _reply(replies: Connection, item: tuple[Any, ...]) -> None:
 
 def _warm_up() -> None:
     """Save a tiny model the way the study's model will be logged, into a folder that is then
-    deleted: the first save loads torch._dynamo and torch.export's caches, and MLflow maps
-    every installed package to its modules to check the requirements (seconds each)."""
+    deleted: the first save loads torch._dynamo and torch.export's caches (seconds)."""
     try:
         import tempfile
 

@@ -1,6 +1,7 @@
 """Logging a model to a run of a store, given by URI: what the tracker's writer process runs (or
 the tracker itself, without one). No fluent run is opened (`run_id=`), and the requirements are
-given, so MLflow infers nothing."""
+given, so MLflow infers nothing; they are the installed versions, so MLflow's check of them is
+skipped (`requirements_as_given`)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any
 
 import mlflow
 
+from tuner.tracking._requirements import requirements_as_given
+
 
 def log_torch_model_at(tracking_uri: str, run_id: str, model: Any, input_example: Any) -> str:
     """Log a torch model (PyTorch flavour, signature inferred from the example); its URI."""
     import mlflow.pytorch
 
-    with _at(tracking_uri):
+    with _at(tracking_uri), requirements_as_given():
         # Made here, in the run's experiment: MLflow would put it in the process's current
         # experiment ("Default" in the writer process, the caller's own in a notebook).
         client = mlflow.MlflowClient(tracking_uri)
@@ -37,7 +40,8 @@ def save_torch_model(path: str, model: Any, input_example: Any) -> None:
     """Save a torch model to a folder as `log_torch_model_at` logs it (the writer's warm-up)."""
     import mlflow.pytorch
 
-    mlflow.pytorch.save_model(model, path, **_torch_flavour(model, input_example))
+    with requirements_as_given():
+        mlflow.pytorch.save_model(model, path, **_torch_flavour(model, input_example))
 
 
 def _torch_flavour(model: Any, input_example: Any) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def log_raw_row_model_at(tracking_uri: str, run_id: str, scorer: Any, example: A
         signature = ModelSignature(inputs, inferred.outputs)
         pyfunc_log.setLevel(logging.ERROR)  # the note on pickled python models
         try:
-            with _at(tracking_uri), _in_run(run_id):
+            with _at(tracking_uri), _in_run(run_id), requirements_as_given():
                 info = mlflow.pyfunc.log_model(name=name, python_model=scorer,
                                                signature=signature, input_example=example,
                                                pip_requirements=requirements)
