@@ -166,30 +166,36 @@ def test_the_writer_process_starts_before_optuna_loads(workdir: Path, command: l
     assert out.stdout.strip() == "LOADED []", out.stdout + out.stderr[-500:]
 
 
-def test_with_a_writer_process_the_study_imports_no_mlflow(workdir: Path, tracking_uri: str) -> None:
-    """`tuner run` hands every MLflow call to its writer process (about a second of imports
-    and store opening that the study's process no longer makes): the runs, the summary and the
-    model are all there, and the study's process never imported MLflow. Nor, on numeric data,
-    scikit-learn: not for the splits, nor for the views page's importances (about a second)."""
+def test_a_study_in_a_fresh_process_logs_through_a_writer_and_imports_no_mlflow(
+        workdir: Path, tracking_uri: str) -> None:
+    """A study run from a fresh process (`tuner run`, a script, a notebook's first study) hands
+    every MLflow call to a writer process that `run_study` starts before torch loads: the runs,
+    the summary and the model are all there, and the study's process never imported MLflow.
+    Nor, on numeric data, scikit-learn: not for the splits, nor for the views page's
+    importances. A second study in the same process (torch loaded now) writes from a thread."""
     space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
     code = (
-        "import sys\n"
-        "from tuner.tracking import prestart_writer\n"
-        "prestart_writer(sys.argv[2], 'no-mlflow-here', True)\n"
+        "import dataclasses, sys\n"
+        "import tuner.tracking._writer as writer\n"
+        "writer.spare_core = lambda threads: True\n"  # a busy machine would start none
         "import tuner\n"
-        "result = tuner.run_study(tuner.load_space(sys.argv[1]), tuner.RunOptions(\n"
-        "    trials=2, tracking_uri=sys.argv[2], experiment='no-mlflow-here', threads=1,\n"
-        "    progress=False, views=True))\n"
+        "options = tuner.RunOptions(trials=2, tracking_uri=sys.argv[2],\n"
+        "    experiment='no-mlflow-here', threads=1, progress=False, views=True)\n"
+        "result = tuner.run_study(tuner.load_space(sys.argv[1]), options)\n"
         "print(result.n_complete, result.model_uri is not None, 'mlflow' in sys.modules,\n"
-        "      'sklearn' in sys.modules)\n")
+        "      'sklearn' in sys.modules)\n"
+        "again = tuner.run_study(tuner.load_space(sys.argv[1]),\n"
+        "                        dataclasses.replace(options, study_name='again'))\n"
+        "print(again.n_complete, again.model_uri is not None, 'mlflow' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code, str(space), tracking_uri], cwd=workdir,
                          text=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2", "True", "False", "False"]
+    assert out.stdout.split() == ["2", "True", "False", "False", "2", "True", "True"]
     parents, trials = runs_of(tracking_uri, "no-mlflow-here")
-    assert [r.info.status for r in parents] == ["FINISHED"] and len(trials) == 2
-    assert "model_uri" in parents[0].data.tags and "test_accuracy" in parents[0].data.metrics
+    assert [r.info.status for r in parents] == ["FINISHED"] * 2 and len(trials) == 4
+    assert all("model_uri" in p.data.tags and "test_accuracy" in p.data.metrics
+               for p in parents)
     client = mlflow.MlflowClient(tracking_uri)
     artifacts = client.list_artifacts(parents[0].info.run_id, "views")
     assert "views/views.html" in [a.path for a in artifacts]
@@ -198,9 +204,11 @@ def test_with_a_writer_process_the_study_imports_no_mlflow(workdir: Path, tracki
     assert "Parameter importances (PED-ANOVA)" in page
 
 
-def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(workdir: Path) -> None:
+def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store's check runs in the writer process, with the same one-line error (exit code
-    2 from the CLI) as in this process, before the study exists."""
+    2 from the CLI) as in this process, before the study exists; the refused study's writer
+    process is ended."""
     import tuner
     from tuner.tracking import StoreError, _writer
     from tuner.tracking._check import check_store as check_here
@@ -211,15 +219,21 @@ def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(workdir: Pat
     uri = f"sqlite:///{blocked}/mlflow.db"
     with pytest.raises(StoreError) as here:
         check_here(uri, "refused")
+    asked: list[object] = []
+    check = _writer.ProcessWriter.check
+    monkeypatch.setattr(_writer.ProcessWriter, "check",
+                        lambda writer, *args: asked.append(args) or check(writer, *args))
     _writer.prestart(uri, "refused", False)
+    writer = _writer.prestarted_for(uri, "refused")
     try:
         with pytest.raises(StoreError) as there:
             tuner.run_study(space, tuner.RunOptions(
                 tracking_uri=uri, experiment="refused", storage=str(workdir / "s.journal"),
                 threads=1, progress=False))
-        assert _writer.prestarted()  # the check ran in it; no tracker took it over
+        assert asked and writer is not None  # the check ran in the writer process
+        assert not _writer.prestarted() and not writer.alive()  # which the refusal ended
     finally:
-        _writer.take(uri, "refused", False)[0].close()
+        _writer.discard_prestarted()
     assert str(there.value) == str(here.value) and "\n" not in str(there.value)
     assert str(there.value).startswith("tracking store sqlite:///")
     assert not (workdir / "s.journal").exists()

@@ -63,13 +63,45 @@ def _quietly(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@_quietly
 def run_study(space: Space, options: RunOptions | None = None, *,
               objective: Trainer | None = None) -> StudyResult:
     """Create or resume the study of `space` and run it to its budget (`tuner run`).
 
     `objective`: a custom trainer `fn(params, reporter) -> value | metrics | None` for a
     `model: custom` space (else the space's `trainer:` is imported)."""
+    from tuner.execution import RunOptions
+    from tuner.tracking import discard_prestarted_writers
+
+    options = options or RunOptions()
+    _start_writer_beside_imports(space, options)
+    try:
+        return _run_study(space, options, objective)
+    finally:
+        discard_prestarted_writers()  # one the study did not take over: bad input found late
+
+
+def _start_writer_beside_imports(space: Space, options: RunOptions) -> None:
+    """Start the study's MLflow writer process now, before torch and Optuna load, where this
+    process has loaded neither torch nor MLflow (`tuner run`, a script, a notebook's first
+    study) and a core is spare: MLflow's imports run there meanwhile, and the model's export
+    is prepared there while the trials train (seconds off the study's path). A process that
+    holds torch already would wait for the writer's imports with nothing to do, and one that
+    holds MLflow writes from a thread at no import cost: those studies write from a thread."""
+    import sys
+
+    if not options.tracking or options.workers != 1 or options.dask is not None:
+        return
+    if "torch" in sys.modules or "mlflow" in sys.modules:
+        return
+    from tuner.tracking import prestart_writer, spare_core
+
+    if spare_core(options.threads or 1):
+        prestart_writer(options.tracking_uri, options.experiment or space.name,
+                        options.log_model)
+
+
+@_quietly
+def _run_study(space: Space, options: RunOptions, objective: Trainer | None) -> StudyResult:
     from tuner.execution import run_study as run
     from tuner.training import load_trainer, using
 
@@ -83,7 +115,7 @@ def run_study(space: Space, options: RunOptions | None = None, *,
         return run(space, options)
     if space.model != "custom":
         raise SpaceError("objective=... needs a space with `model: custom`", file=space.file)
-    if options is not None and (options.workers > 1 or options.dask is not None):
+    if options.workers > 1 or options.dask is not None:
         raise _in_this_process_only("workers" if options.dask is None else "dask")
     with using(space.hash, objective):
         return run(space, options)

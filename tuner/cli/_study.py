@@ -110,19 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         enqueue_file=args.enqueue, warm_start=args.warm_start, patience=args.patience,
         timeout=args.timeout, refit=not args.no_refit,
     )
-    if options.tracking and options.workers == 1 and options.dask is None:
-        from tuner.tracking import prestart_writer, spare_core
+    from tuner.api import run_study  # it starts the MLflow writer before the heavy imports
 
-        if spare_core(options.threads or 1):  # it imports MLflow while this process imports
-            prestart_writer(options.tracking_uri, options.experiment or space.name,
-                            options.log_model)
-    from tuner.api import run_study
-    from tuner.tracking import discard_prestarted_writers
-
-    try:
-        result = run_study(space, options)
-    finally:
-        discard_prestarted_writers()  # one the study did not take over: bad input found late
+    result = run_study(space, options)
     return report_outcome(result, args.json, lambda r: _print_result(r, args.tracking_uri))
 
 
