@@ -32,8 +32,8 @@ STRATEGIES = ("random", "tpe")
 REPEATS = 2
 # The CLI as it wrote before: no writer prestarted, and the comparison told that no core is
 # spare, so no shared writer process (each study still hands over to one of its own).
-_UNSHARED = ("import sys; from tuner.tracking import _writer; "
-             "_writer.prestart = lambda *args: None; from tuner.execution import _compare; "
+_UNSHARED = ("import sys; from tuner.tracking import _pool; "
+             "_pool.prestart = lambda *args: None; from tuner.execution import _compare; "
              "_compare.spare_core = lambda threads: False; from tuner.cli import main; "
              "sys.exit(main(sys.argv[1:]))")
 

@@ -212,7 +212,7 @@ def tracking_cost(results: Results, quick: bool = False) -> None:
 
     from tuner import RunOptions, load_space, parse_space
     from tuner import run_study as api_run
-    from tuner.tracking import _writer, prestart_writer
+    from tuner.tracking import _pool, close_kept_writer, prestart_writer
 
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
@@ -224,8 +224,11 @@ def tracking_cost(results: Results, quick: bool = False) -> None:
         take about as long as the writer's: here, waited for before the study starts)."""
         name = load_space(SPACE).name
         prestart_writer(uri, name, False)
-        _writer._prestarted[(uri, name, False)].drain()  # its imports are made
-        return float(_study(None, seed, folder, tracking=True).wall_s)
+        _pool._prestarted[(uri, name, False)].drain()  # its imports are made
+        try:
+            return float(_study(None, seed, folder, tracking=True).wall_s)
+        finally:
+            close_kept_writer()  # else the next study, from Python, would reuse it
 
     variants: dict[str, list[float]] = {"thread": [], "process": [], "off": []}
     # What tracking adds is ~0.1 s a study, and single studies of one seed vary by as much:
@@ -277,11 +280,14 @@ def tracking_cost(results: Results, quick: bool = False) -> None:
         name = f"instant-{trials}-{track}-{time.monotonic_ns()}"
         if process:  # as `tuner run` on a space with a trainer file
             prestart_writer(uri, space.name, False)
-            _writer._prestarted[(uri, space.name, False)].drain()
-        return api_run(space, RunOptions(
-            trials=trials, storage=str(folder / f"{name}.journal"), study_name=name,
-            tracking=track, tracking_uri=f"sqlite:///{folder}/mlflow.db", progress=False,
-            threads=1, views=False, log_model=False), objective=objective).wall_s
+            _pool._prestarted[(uri, space.name, False)].drain()
+        try:
+            return api_run(space, RunOptions(
+                trials=trials, storage=str(folder / f"{name}.journal"), study_name=name,
+                tracking=track, tracking_uri=f"sqlite:///{folder}/mlflow.db", progress=False,
+                threads=1, views=False, log_model=False), objective=objective).wall_s
+        finally:
+            close_kept_writer()  # the thread's rows measure a thread
 
     small, large = (10, 60) if quick else (20, 120)
     slopes: dict[str, list[float]] = {"process": [], "thread": [], "off": []}

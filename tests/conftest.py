@@ -55,6 +55,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def no_writer_kept() -> Iterator[None]:
+    """A writer process kept for a next study (as a notebook keeps one) ends with its test, as
+    it would with the test's interpreter: it must not serve the next test's store."""
+    yield
+    pool = sys.modules.get("tuner.tracking._pool")
+    if pool is not None:
+        pool.close_kept()
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real MLflow SQLite store for the session (creating its schema costs seconds)."""

@@ -297,7 +297,7 @@ def test_a_writer_started_for_a_comparison_refused_late_is_ended(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`tuner compare` starts its writer process before its heavy imports; input found bad
     after that (here: --out names a file) still exits 2 and leaves no writer behind."""
-    from tuner.tracking import _writer
+    from tuner.tracking import _pool, _writer
 
     started = writers_started(monkeypatch)
     monkeypatch.setattr(_writer, "spare_core", lambda threads: True)
@@ -306,7 +306,7 @@ def test_a_writer_started_for_a_comparison_refused_late_is_ended(
                  "--experiment", "refused-late", "--tracking-uri", tracking_uri, "--quiet"])
     assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
     assert len(started) == 1 and started[0]._process.poll() is not None
-    assert not _writer._prestarted
+    assert not _pool._prestarted
 
 
 def test_a_budget_within_the_start_up_trials_is_said() -> None:

@@ -148,13 +148,13 @@ def test_validate_warns_that_gp_cost_grows_with_the_trials(
 
 def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
         tracking_uri: str) -> None:
-    from tuner.tracking import _writer
+    from tuner.tracking import _pool
 
-    _writer.prestart(tracking_uri, "prestarted", False)
-    early = _writer._prestarted[(tracking_uri, "prestarted", False)]
+    _pool.prestart(tracking_uri, "prestarted", False)
+    early = _pool._prestarted[(tracking_uri, "prestarted", False)]
     tracker = Tracker(tracking_uri, "prestarted", process=True, warm_up=False)
     try:
-        assert tracker.remote is early and not _writer._prestarted
+        assert tracker.remote is early and not _pool._prestarted
         parent = tracker.start_study("s", {}, {}, None)
         run = tracker.start_trial(parent, "s", 0, {"lr": 0.1}, {})
         run.on_epoch_end(1, {"val_accuracy": 0.5})
@@ -171,13 +171,14 @@ def test_the_tracker_takes_over_the_writer_process_started_before_the_imports(
 def test_a_shared_writer_adopts_the_prestarted_one_and_outlives_the_studies_it_lends_to(
         tracking_uri: str) -> None:
     """`tuner compare` prestarts the writer beside its imports; the comparison shares that one
-    (not a second): each study's tracker borrows it and leaves it running, the block closes it."""
-    from tuner.tracking import _writer
+    (not a second): each study's tracker borrows it and leaves it running; the block keeps it
+    for the interpreter's next study, and the interpreter's end (`close_kept`) closes it."""
+    from tuner.tracking import _pool
 
-    _writer.prestart(tracking_uri, "shared-cli", False)
-    early = _writer._prestarted[(tracking_uri, "shared-cli", False)]
-    with _writer.SharedWriter(tracking_uri, "shared-cli", False, start=False):
-        assert not _writer._prestarted and _writer.prestarted()
+    _pool.prestart(tracking_uri, "shared-cli", False)
+    early = _pool._prestarted[(tracking_uri, "shared-cli", False)]
+    with _pool.SharedWriter(tracking_uri, "shared-cli", False, start=False):
+        assert not _pool._prestarted and _pool.prestarted()
         for study in ("a", "b"):
             tracker = Tracker(tracking_uri, "shared-cli", process=True, warm_up=False)
             assert tracker.remote is early
@@ -186,9 +187,68 @@ def test_a_shared_writer_adopts_the_prestarted_one_and_outlives_the_studies_it_l
             run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
             tracker.close()
             assert early.alive()  # borrowed, not ended
-    assert early._process.poll() == 0 and not _writer.prestarted()
+    assert early.alive() and not _pool.prestarted() and _pool._kept is not None
+    _pool.close_kept()
+    assert early._process.poll() == 0 and _pool._kept is None
     assert {r.info.status for r in _trial_runs(tracking_uri, "shared-cli")} == {"FINISHED"}
     assert len(_trial_runs(tracking_uri, "shared-cli")) == 2
+
+
+def _one_trial(uri: str | None, experiment: str, study: str) -> Any:
+    """A study's worth of tracking through a shared (or kept) writer: one trial run."""
+    tracker = Tracker(uri, experiment, process=True, warm_up=False)
+    parent = tracker.start_study(study, {}, {}, None)
+    run = tracker.start_trial(parent, study, 0, {"lr": 0.1}, {})
+    run.finish("COMPLETE", {"epochs": 1}, {"objective": 0.5})
+    remote = tracker.remote
+    tracker.close()
+    return remote
+
+
+def test_a_kept_writer_serves_the_next_study_on_its_store_only_and_ends_when_idle(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer a study used is kept for the interpreter's next study on the same store, with
+    what it wrote settled in the store's file (no write-ahead log left); a study refused before
+    it borrowed it leaves it kept. A store named otherwise here (`mlflow.set_tracking_uri`) is
+    not its: it is ended, not used. Kept unused for `KEPT_IDLE_S`, it ends by itself, and the
+    next study starts without it."""
+    import mlflow
+
+    from tuner.tracking import _pool
+
+    db = workdir / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    with _pool.SharedWriter(None, "kept", False, start=True):
+        writer = _one_trial(None, "kept", "a")
+    assert writer is not None and _pool._kept is not None and _pool._kept[1] is writer
+    assert writer.alive() and not Path(f"{db}-wal").exists()  # settled, as at a study's end
+    with pytest.raises(KeyError), _pool.SharedWriter(None, "other", False, start=False):
+        raise KeyError("a study refused before it used the writer")
+    with _pool.SharedWriter(None, "other", False, start=False):
+        assert _one_trial(None, "other", "b") is writer  # another experiment, the same store
+    assert _pool._kept is not None and _pool._kept[1] is writer
+    assert {r.info.status for r in _trial_runs(f"sqlite:///{db}", "kept")} == {"FINISHED"}
+    assert len(_trial_runs(f"sqlite:///{db}", "other")) == 1
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'elsewhere.db'}")
+    try:
+        with _pool.SharedWriter(None, "kept", False, start=False):
+            assert not _pool.prestarted()  # not this store's writer: none
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert _pool._kept is None and writer._process.poll() == 0
+
+    monkeypatch.setattr(_pool, "KEPT_IDLE_S", 0.5)
+    with _pool.SharedWriter(None, "kept", False, start=True):
+        idle = _one_trial(None, "kept", "c")
+    assert idle is not writer and _pool._kept is not None
+    deadline = time.monotonic() + 30
+    while idle._process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert idle._process.poll() == 0  # ended by itself
+    with _pool.SharedWriter(None, "kept", False, start=False):
+        assert not _pool.prestarted()
+    assert _pool._kept is None and len(_trial_runs(f"sqlite:///{db}", "kept")) == 2
 
 
 def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
@@ -198,7 +258,7 @@ def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
     when the study asks (bad input must leave no store behind)."""
     import sqlite3
 
-    from tuner.tracking import _writer
+    from tuner.tracking import _pool
 
     stores = {name: tmp_path / name / "mlflow.db" for name in ("existing", "stale", "new")}
     for name, db in stores.items():
@@ -209,8 +269,8 @@ def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
         stale.execute("UPDATE alembic_version SET version_num = '0c779009ac13'")
     try:
         for db in stores.values():
-            _writer.prestart(f"sqlite:///{db}", "pre", False)
-        writers = {name: _writer.prestarted_for(f"sqlite:///{db}", "pre")
+            _pool.prestart(f"sqlite:///{db}", "pre", False)
+        writers = {name: _pool.prestarted_for(f"sqlite:///{db}", "pre")
                    for name, db in stores.items()}
         for name, writer in writers.items():
             assert writer is not None
@@ -221,9 +281,9 @@ def test_the_prestarted_writer_checks_an_existing_store_before_it_is_asked(
         assert "has schema version 0c779009ac13" in str(writers["stale"].check("pre"))
         assert writers["new"].check("pre") is None and stores["new"].exists()
     finally:
-        for writer in _writer._prestarted.values():
+        for writer in _pool._prestarted.values():
             writer.close()
-        _writer._prestarted.clear()
+        _pool._prestarted.clear()
 
 
 def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
@@ -231,7 +291,7 @@ def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
     """`tuner run` reaches the store check before its writer process has made MLflow's imports
     (the data needs no scikit-learn): the views page's imports are made while the check runs
     there, not before it is asked nor after it answers."""
-    from tuner.tracking import _writer, check_store
+    from tuner.tracking import _pool, check_store
 
     db = tmp_path / "mlflow.db"
     seen: list[bool] = []
@@ -243,12 +303,12 @@ def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
         seen.append(db.exists())
 
     try:
-        _writer.prestart(f"sqlite:///{db}", "meanwhile", False)
+        _pool.prestart(f"sqlite:///{db}", "meanwhile", False)
         check_store(f"sqlite:///{db}", "meanwhile", meanwhile=meanwhile)
     finally:
-        for writer in _writer._prestarted.values():
+        for writer in _pool._prestarted.values():
             writer.close()
-        _writer._prestarted.clear()
+        _pool._prestarted.clear()
     assert seen == [True]
     check_store(f"sqlite:///{tmp_path / 'here.db'}", "meanwhile", meanwhile=meanwhile)
     assert seen == [True], "without a writer process this process checks: nothing to overlap"
@@ -297,7 +357,8 @@ _writer.ProcessWriter.__init__ = counted
 result = compare(load_space(sys.argv[1]), CompareOptions(
     strategies=("random", "tpe"), trials=2, repeats=1, name="shared", storage="s.journal",
     tracking_uri=sys.argv[2], out="out", views=False, threads=1))
-print(json.dumps({"writers": len(started), "ended": [w._process.poll() for w in started],
+print(json.dumps({"writers": len(started), "kept": [w.alive() for w in started],
+                  "pids": [w._process.pid for w in started],
                   "model_logging_here": "mlflow.pytorch" in sys.modules,
                   "studies": len(result.studies)}))
 """
@@ -307,7 +368,8 @@ def test_a_comparison_shares_one_writer_process_among_its_studies(
         workdir: Path, tracking_uri: str) -> None:
     """One process makes MLflow's and model logging's imports for every study of the
     comparison, writes their trial runs and logs their models (the comparison's own process
-    never imports MLflow's PyTorch flavour), and has exited when the comparison returns."""
+    never imports MLflow's PyTorch flavour); it is kept for the interpreter's next study when
+    the comparison returns, and has ended with the interpreter."""
     from mlflow import MlflowClient
 
     space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
@@ -316,7 +378,9 @@ def test_a_comparison_shares_one_writer_process_among_its_studies(
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"writers": 1, "ended": [0], "model_logging_here": False, "studies": 2}
+    pids = seen.pop("pids")
+    assert seen == {"writers": 1, "kept": [True], "model_logging_here": False, "studies": 2}
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # reaped at the exit
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("shared")
     assert experiment is not None

@@ -4,6 +4,7 @@ a model unpickled without the training stack, the writer process only where a co
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import subprocess
@@ -141,6 +142,31 @@ def test_a_busy_machine_has_no_spare_core_for_the_writer_process() -> None:
             spinner.wait()
 
 
+def test_this_process_s_own_threads_are_not_another_process_s_work() -> None:
+    """numpy's import starts a BLAS thread that spins for a while: it is this process's work.
+    Counted as another task, it made every study started right after the imports (`tuner run`,
+    a script) write from a thread on an idle 2-core machine."""
+    import hashlib
+    import threading
+
+    from tuner.tracking._writer import others_running
+
+    done = threading.Event()
+
+    def spin() -> None:  # hashing a large buffer runs without the interpreter lock
+        data = bytes(1 << 22)
+        while not done.is_set():
+            hashlib.sha256(data).digest()
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        assert min(others_running() for _ in range(5)) < 1
+    finally:
+        done.set()
+        spinner.join()
+
+
 @pytest.mark.parametrize("command", [["run", "--trials", "1"],
                                      ["compare", "--strategies", "random,tpe", "--trials", "2"]])
 def test_the_writer_process_starts_before_optuna_loads(workdir: Path, command: list[str]) -> None:
@@ -150,13 +176,13 @@ def test_the_writer_process_starts_before_optuna_loads(workdir: Path, command: l
     space = write_space(workdir)
     code = (
         "import sys\n"
-        "import tuner.tracking._writer as writer\n"
+        "import tuner.tracking._pool as pool, tuner.tracking._writer as writer\n"
         "writer.spare_core = lambda threads: True\n"  # a busy machine would start none
-        "def prestart(*args, **kwargs):\n"
+        "def started(*args, **kwargs):\n"
         "    loaded = [m for m in ('optuna', 'redis', 'torch', 'mlflow') if m in sys.modules]\n"
         "    print('LOADED', loaded)\n"
         "    raise SystemExit(0)\n"
-        "writer.prestart = prestart\n"
+        "pool.ProcessWriter = started\n"
         "from tuner.cli import main\n"
         "main(sys.argv[1:])\n")
     out = subprocess.run([sys.executable, "-c", code, command[0], str(space), *command[1:]],
@@ -166,42 +192,89 @@ def test_the_writer_process_starts_before_optuna_loads(workdir: Path, command: l
     assert out.stdout.strip() == "LOADED []", out.stdout + out.stderr[-500:]
 
 
-def test_a_study_in_a_fresh_process_logs_through_a_writer_and_imports_no_mlflow(
+KEPT_WRITER_SCRIPT = """
+import dataclasses, json, os, sys
+import tuner.tracking._writer as writer
+writer.spare_core = lambda threads: True  # a busy machine would start none
+import tuner
+from tuner.tracking import _pool
+seen = []
+def study(name, views=False):
+    options = tuner.RunOptions(trials=2, tracking_uri=sys.argv[2], study_name=name,
+        experiment='no-mlflow-here', threads=1, progress=False, views=views)
+    result = tuner.run_study(tuner.load_space(sys.argv[1]), options)
+    kept = _pool._kept[1]._process.pid if _pool._kept else None
+    seen.append([result.n_complete, result.model_uri is not None, kept,
+                 'mlflow' in sys.modules, 'sklearn' in sys.modules])
+study('first', views=True)   # a fresh process: a writer starts before torch loads
+study('second')              # torch is loaded: the kept writer serves it
+os.mkdir('elsewhere'); os.chdir('elsewhere')
+study('third')               # another folder: not the kept writer's; a thread writes
+print(json.dumps(seen))
+"""
+
+
+def test_a_script_s_studies_share_one_kept_writer_and_import_no_mlflow(
         workdir: Path, tracking_uri: str) -> None:
     """A study run from a fresh process (`tuner run`, a script, a notebook's first study) hands
     every MLflow call to a writer process that `run_study` starts before torch loads: the runs,
     the summary and the model are all there, and the study's process never imported MLflow.
     Nor, on numeric data, scikit-learn: not for the splits, nor for the views page's
-    importances. A second study in the same process (torch loaded now) writes from a thread."""
+    importances. The writer is kept: the script's next study (torch loaded now) uses it too.
+    In another working folder (where MLflow's default store would be another) it is not used,
+    but ended, and that study writes from a thread."""
     space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
-    code = (
-        "import dataclasses, sys\n"
-        "import tuner.tracking._writer as writer\n"
-        "writer.spare_core = lambda threads: True\n"  # a busy machine would start none
-        "import tuner\n"
-        "options = tuner.RunOptions(trials=2, tracking_uri=sys.argv[2],\n"
-        "    experiment='no-mlflow-here', threads=1, progress=False, views=True)\n"
-        "result = tuner.run_study(tuner.load_space(sys.argv[1]), options)\n"
-        "print(result.n_complete, result.model_uri is not None, 'mlflow' in sys.modules,\n"
-        "      'sklearn' in sys.modules)\n"
-        "again = tuner.run_study(tuner.load_space(sys.argv[1]),\n"
-        "                        dataclasses.replace(options, study_name='again'))\n"
-        "print(again.n_complete, again.model_uri is not None, 'mlflow' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(space), tracking_uri], cwd=workdir,
-                         text=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", KEPT_WRITER_SCRIPT, str(space), tracking_uri],
+                         cwd=workdir, text=True, capture_output=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2", "True", "False", "False", "2", "True", "True"]
+    first, second, third = json.loads(out.stdout.strip().splitlines()[-1])
+    assert first[:2] == second[:2] == third[:2] == [2, True]
+    assert first[2] is not None and second[2] == first[2] and third[2] is None
+    assert first[3:] == [False, False] and second[3] is False and third[3] is True
+    assert not Path(f"/proc/{first[2]}").exists()  # ended when the third study did not use it
     parents, trials = runs_of(tracking_uri, "no-mlflow-here")
-    assert [r.info.status for r in parents] == ["FINISHED"] * 2 and len(trials) == 4
+    assert [r.info.status for r in parents] == ["FINISHED"] * 3 and len(trials) == 6
+    assert {t.info.status for t in trials} == {"FINISHED"}
     assert all("model_uri" in p.data.tags and "test_accuracy" in p.data.metrics
                for p in parents)
+    first_run = next(p for p in parents if p.info.run_name == "first")
     client = mlflow.MlflowClient(tracking_uri)
-    artifacts = client.list_artifacts(parents[0].info.run_id, "views")
+    artifacts = client.list_artifacts(first_run.info.run_id, "views")
     assert "views/views.html" in [a.path for a in artifacts]
-    page = Path(client.download_artifacts(parents[0].info.run_id, "views/views.html",
+    page = Path(client.download_artifacts(first_run.info.run_id, "views/views.html",
                                           str(workdir))).read_text()
     assert "Parameter importances (PED-ANOVA)" in page
+
+
+def test_the_tuner_command_leaves_no_writer_process_behind(workdir: Path) -> None:
+    """`tuner run` ends with a quick `os._exit`, where exit handlers do not run: the writer it
+    kept for a next study (there is none) has been closed by then, not left to find out."""
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 1"))
+    code = ("import os, sys\n"
+            "import tuner.tracking._writer as writer\n"
+            "writer.spare_core = lambda threads: True\n"  # a busy machine would start none
+            "started = []\n"
+            "init = writer.ProcessWriter.__init__\n"
+            "def counted(self, *args, **kwargs):\n"
+            "    init(self, *args, **kwargs)\n"
+            "    started.append(self)\n"
+            "writer.ProcessWriter.__init__ = counted\n"
+            "quick_exit = os._exit\n"
+            "def exit_seen(code):\n"
+            "    print('WRITERS', [w._process.poll() for w in started], flush=True)\n"
+            "    quick_exit(code)\n"
+            "os._exit = exit_seen\n"
+            "from tuner.cli import entry\n"
+            "sys.argv[1:] = ['run', sys.argv[1], '--trials', '1', '--quiet', '--no-model']\n"
+            "entry()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", code, str(space)], cwd=workdir, text=True,
+                          capture_output=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "WRITERS [0]"  # one, and it has exited
+    parents, trials = runs_of(f"sqlite:///{workdir / 'mlflow.db'}", "tiny")
+    assert [r.info.status for r in parents] == ["FINISHED"] and len(trials) == 1
 
 
 def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(
@@ -210,7 +283,7 @@ def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(
     2 from the CLI) as in this process, before the study exists; the refused study's writer
     process is ended."""
     import tuner
-    from tuner.tracking import StoreError, _writer
+    from tuner.tracking import StoreError, _pool, _writer
     from tuner.tracking._check import check_store as check_here
 
     space = tuner.load_space(write_space(workdir, TINY_SPACE))
@@ -223,17 +296,17 @@ def test_a_bad_store_is_refused_by_the_writer_process_as_it_is_here(
     check = _writer.ProcessWriter.check
     monkeypatch.setattr(_writer.ProcessWriter, "check",
                         lambda writer, *args: asked.append(args) or check(writer, *args))
-    _writer.prestart(uri, "refused", False)
-    writer = _writer.prestarted_for(uri, "refused")
+    _pool.prestart(uri, "refused", False)
+    writer = _pool.prestarted_for(uri, "refused")
     try:
         with pytest.raises(StoreError) as there:
             tuner.run_study(space, tuner.RunOptions(
                 tracking_uri=uri, experiment="refused", storage=str(workdir / "s.journal"),
                 threads=1, progress=False))
         assert asked and writer is not None  # the check ran in the writer process
-        assert not _writer.prestarted() and not writer.alive()  # which the refusal ended
+        assert not _pool.prestarted() and not writer.alive()  # which the refusal ended
     finally:
-        _writer.discard_prestarted()
+        _pool.discard_prestarted()
     assert str(there.value) == str(here.value) and "\n" not in str(there.value)
     assert str(there.value).startswith("tracking store sqlite:///")
     assert not (workdir / "s.journal").exists()

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -73,31 +74,35 @@ def run_study(space: Space, options: RunOptions | None = None, *,
     from tuner.tracking import discard_prestarted_writers
 
     options = options or RunOptions()
-    _start_writer_beside_imports(space, options)
     try:
-        return _run_study(space, options, objective)
+        with _study_writer(space, options):
+            return _run_study(space, options, objective)
     finally:
         discard_prestarted_writers()  # one the study did not take over: bad input found late
 
 
-def _start_writer_beside_imports(space: Space, options: RunOptions) -> None:
-    """Start the study's MLflow writer process now, before torch and Optuna load, where this
-    process has loaded neither torch nor MLflow (`tuner run`, a script, a notebook's first
-    study) and a core is spare: MLflow's imports run there meanwhile, and the model's export
-    is prepared there while the trials train (seconds off the study's path). A process that
-    holds torch already would wait for the writer's imports with nothing to do, and one that
-    holds MLflow writes from a thread at no import cost: those studies write from a thread."""
+def _study_writer(space: Space, options: RunOptions) -> contextlib.AbstractContextManager[Any]:
+    """The MLflow writer process of a study run in this process, where a core is spare for it:
+    the one kept from this interpreter's last study on the same store (a notebook's, a
+    script's), else one started now if this process has loaded neither torch nor MLflow
+    (`tuner run`, a script, a notebook's first study): MLflow's imports run there meanwhile,
+    and the model's export is prepared there while the trials train (seconds off the study's
+    path). A process that holds torch already would wait for a new writer's imports with
+    nothing to do, and one that holds MLflow writes from a thread at no import cost: with no
+    writer to reuse, those studies write from a thread. The writer is kept for the next study
+    (see `tuner.tracking._pool`); one the study did not take over (bad input found late) is
+    ended."""
     import sys
 
     if not options.tracking or options.workers != 1 or options.dask is not None:
-        return
-    if "torch" in sys.modules or "mlflow" in sys.modules:
-        return
-    from tuner.tracking import prestart_writer, spare_core
+        return contextlib.nullcontext()
+    from tuner.tracking import SharedWriter, spare_core
 
-    if spare_core(options.threads or 1):
-        prestart_writer(options.tracking_uri, options.experiment or space.name,
-                        options.log_model)
+    if not spare_core(options.threads or 1):
+        return contextlib.nullcontext()
+    fresh = "torch" not in sys.modules and "mlflow" not in sys.modules
+    return SharedWriter(options.tracking_uri, options.experiment or space.name, options.log_model,
+                        start=fresh)
 
 
 @_quietly

@@ -105,6 +105,9 @@ def entry() -> None:
     import os
 
     code = main()
+    kept = sys.modules.get("tuner.tracking._pool")
+    if kept is not None:  # a writer process kept for a next study: there is none
+        kept.close_kept()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

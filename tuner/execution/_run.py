@@ -86,11 +86,12 @@ def run_study(space: Space, options: RunOptions | None = None) -> StudyResult:
         handle.study.set_user_attr(ATTR_STOPPING, rules.as_attr())
     if space.multi:
         notes.append("pruning is off: Optuna cannot prune multi-objective trials")
-    # One process trains and `tuner run` started a writer process beside its imports (it had a
-    # spare core): trial runs are written there, off this GIL, and the model logged there, its
-    # imports made meanwhile. Otherwise a thread writes (a writer started now would keep a
-    # short study's end waiting for its imports), and hands the trial runs over to a writer
-    # process if the study's trials so far say that enough of it is left.
+    # One process trains and `tuner.run_study` has a writer process for it (started beside the
+    # imports, or kept from the interpreter's last study; it had a spare core): trial runs are
+    # written there, off this GIL, and the model logged there, its imports made meanwhile.
+    # Otherwise a thread writes (a writer started now would keep a short study's end waiting
+    # for its imports), and hands the trial runs over to a writer process if the study's
+    # trials so far say that enough of it is left.
     alone = options.workers == 1 and options.dask is None
     with discard_if_unused(handle):  # MLflow failing now must not leave an empty study behind
         tracker = Tracker(options.tracking_uri, options.experiment or space.name,

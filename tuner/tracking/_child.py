@@ -37,7 +37,8 @@ _ANSWERED = {"check", "open", "call", "store", "client"}  # requests that wait f
 def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
           warm_up: bool = True) -> None:
     """The writer's loop: requests in order until `close` or the parent's end (EOF). The store
-    is checked (`check`) and opened (`open`: the experiment's name) before runs are written."""
+    is checked (`check`) and opened (`open`: the experiment's name) before runs are written;
+    kept between studies (`rest`), it is checked and opened again for the next one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     redact_logs()  # it prints on the user's terminal too: MLflow's warnings quote store URLs
@@ -55,12 +56,22 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
     prepare_client(tracking_uri)
     if not warm_up:
         collector.resume()
+    resting: float | None = None  # between studies (`rest`): how long to wait for the next
     while True:
+        if resting is not None and not requests.poll(resting):
+            os._exit(0)  # kept unused too long: the store is settled, nothing is left to write
+        resting = None
         try:
             request = pickle.loads(requests.recv_bytes())
         except EOFError:  # the parent is gone: what it sent is written
             return
         op = request[0]
+        if op == "rest":
+            _client.settle(client, tracking_uri)
+            resting = request[1]
+            _reply(replies, (busy, errors[:], None))
+            errors.clear()
+            continue
         if op == "close":
             _client.settle(client, tracking_uri)
             _reply(replies, (busy, errors, None))

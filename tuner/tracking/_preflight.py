@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tuner._stores import SQL_SCHEMES, scheme_of
 from tuner.tracking._errors import StoreError
-from tuner.tracking._writer import prestarted_for
+from tuner.tracking._pool import prestarted_for
 
 
 def check_store(tracking_uri: str | None, experiment: str | None = None,

@@ -32,10 +32,10 @@ from tuner.tracking._client import (
     write_run,
 )
 from tuner.tracking._handover import HandOver
+from tuner.tracking._pool import take as take_writer
 from tuner.tracking._writer import ProcessWriter, WriterLost
 from tuner.tracking._writer import RunRef as _RunRef
 from tuner.tracking._writer import Writer as _Writer
-from tuner.tracking._writer import take as take_writer
 
 __all__ = ["BATCH_LIMIT", "PARENT_RUN_TAG", "RUN_STATUS", "Tracker", "TrialRun", "client_for",
            "text"]

@@ -101,7 +101,7 @@ class ProcessWriter:
     everything before them; errors are collected there and raised by `drain`.
 
     It knows nothing of MLflow itself (the process does), so `tuner run` can start it before its
-    own heavy imports (`prestart`): by the time the study ends it has made its imports."""
+    own heavy imports (`_pool`): by the time the study ends it has made its imports."""
 
     def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool = True):
         """Start the process for the study logging to `experiment` on `tracking_uri` (None:
@@ -133,8 +133,14 @@ class ProcessWriter:
         self._refs = 0
         self._lock = threading.Lock()
         self.seconds = 0.0  # time the writer process spent in MLflow calls
-        self.lent = False  # a study borrowed it (a comparison's shared writer: `SharedWriter`)
-        self._outbox.put(("precheck", experiment))  # an existing store, checked meanwhile
+        self.loans = 0  # studies that borrowed it (a shared or kept writer: `_pool`)
+        self.resolved_uri: str | None = None  # the store as the process resolved it (`open`)
+        self.precheck(experiment)
+
+    def precheck(self, experiment: str) -> None:
+        """Have an existing store checked for `experiment` now, before the study asks (`check`
+        then answers at once)."""
+        self._outbox.put(("precheck", experiment))
 
     def _feed(self) -> None:
         while (item := self._outbox.get()) is not None:
@@ -172,6 +178,7 @@ class ProcessWriter:
         """Open the store and the study's experiment (created if need be): (the store's URI,
         the experiment's id)."""
         uri, experiment_id = self._ask(("open", experiment))
+        self.resolved_uri = str(uri)
         return str(uri), str(experiment_id)
 
     def open_soon(self, experiment: str) -> None:
@@ -225,6 +232,12 @@ class ProcessWriter:
 
     def drain(self) -> None:
         self._ask(("drain",))
+
+    def rest(self, idle_s: float) -> None:
+        """Between studies: fold what was written into the store's file (as `close` does) and
+        wait for the next study; the process ends by itself after `idle_s` seconds without
+        one."""
+        self._ask(("rest", idle_s))
 
     def close(self) -> None:
         try:
@@ -283,90 +296,6 @@ def _exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
-_prestarted: dict[tuple[str | None, str, bool], ProcessWriter] = {}
-_shared: dict[tuple[str | None, str], ProcessWriter] = {}
-
-
-def prestart(tracking_uri: str | None, experiment: str, warm_up: bool) -> None:
-    """Start the writer process of a study that is about to run, before the heavy imports; the
-    study checks its store there (`prestarted_for`), and its tracker takes it over (`take`).
-    `tracking_uri` None: MLFLOW_TRACKING_URI or MLflow's default, resolved by the process."""
-    key = (tracking_uri, experiment, warm_up)
-    if key not in _prestarted:
-        _prestarted[key] = ProcessWriter(tracking_uri, experiment, warm_up)
-
-
-def discard_prestarted() -> None:
-    """End the writers prestarted for a command refused before its study took them over."""
-    for writer in _prestarted.values():
-        writer.abandon()
-    _prestarted.clear()
-
-
-class SharedWriter:
-    """One writer process for the studies run one after another on one store and experiment (a
-    comparison's): it checks the store, each study's tracker borrows it (`take`) and waits at
-    its end for what it sent; its imports (MLflow's, model logging's) are made once. It is the
-    one `prestart` started for the same key (`tuner compare`, beside its imports), else a new
-    one (`start=False`, no core to spare: none). Leaving the block closes it, or ends it
-    without waiting if no study borrowed it."""
-
-    def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool, start: bool):
-        self._key = (tracking_uri, experiment)
-        self._writer = _prestarted.pop((tracking_uri, experiment, warm_up), None)
-        if self._writer is None and start:
-            self._writer = ProcessWriter(tracking_uri, experiment, warm_up)
-        if self._writer is not None:
-            _shared[self._key] = self._writer
-
-    def __enter__(self) -> SharedWriter:
-        return self
-
-    def __exit__(self, kind: Any, *exc: Any) -> None:
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        _shared.pop(self._key, None)
-        if not (writer.lent and writer.alive()):
-            writer.abandon()
-        elif kind is None:
-            writer.close()
-        else:
-            with contextlib.suppress(Exception):  # the error on its way out is the one to see
-                writer.close()
-
-
-def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessWriter | None:
-    """The writer prestarted (or shared) for a study on this store and experiment."""
-    found = _shared.get((tracking_uri, experiment or ""))
-    if found is not None and found.alive():
-        return found
-    return next((writer for (uri, name, _), writer in _prestarted.items()
-                 if uri == tracking_uri and name == experiment), None)
-
-
-def prestarted() -> bool:
-    """Whether a writer was started for the study about to run (by `tuner run` beside its
-    imports; a comparison's, shared). One started by a study itself would make its imports
-    while the study waits (a long study hands over to one instead: `_handover`)."""
-    return bool(_prestarted) or any(writer.alive() for writer in _shared.values())
-
-
-def take(tracking_uri: str | None, experiment: str, warm_up: bool
-         ) -> tuple[ProcessWriter, bool]:
-    """The writer for this study, and whether the study owns it (closes it at its end): the
-    shared one, borrowed; else the prestarted one; else a new one (others are closed)."""
-    lent = _shared.get((tracking_uri, experiment))
-    if lent is not None and lent.alive():
-        lent.lent = True
-        return lent, False
-    found = _prestarted.pop((tracking_uri, experiment, warm_up), None)
-    for other in list(_prestarted.values()):
-        other.close()
-    _prestarted.clear()
-    return found or ProcessWriter(tracking_uri, experiment, warm_up), True
-
-
 def spare_core(threads: int) -> bool:
     """Whether a core is left beside a process's torch threads and the machine's other work:
     then a writer process takes MLflow's work off that process's interpreter lock; without one,
@@ -375,11 +304,12 @@ def spare_core(threads: int) -> bool:
 
 
 def others_running(samples: int = 10) -> float:
-    """How many other tasks are running on the machine now, as the fewest runnable tasks the
-    kernel counts over `samples` milliseconds, less the caller (Linux's /proc/stat); elsewhere,
-    the load average less one. Not the load average on Linux: it remembers the last minute,
-    so right after a study (the one before in a script, say) it reports a busy core that is
-    idle."""
+    """How many other processes' tasks are running on the machine now, as the fewest runnable
+    tasks the kernel counts over `samples` milliseconds, less this process's own running
+    threads (Linux's /proc/stat and /proc/self/task); elsewhere, the load average less one. Not
+    the load average on Linux: it remembers the last minute, so right after a study (the one
+    before in a script, say) it reports a busy core that is idle. Not less one: numpy's import
+    starts a BLAS thread that spins for a while, and it is this process's work, not another's."""
     try:
         fewest = None
         for sample in range(samples):
@@ -388,11 +318,23 @@ def others_running(samples: int = 10) -> float:
             with open("/proc/stat", "rb") as stat:
                 running = next(int(line.split()[1]) for line in stat
                                if line.startswith(b"procs_running"))
-            fewest = running if fewest is None else min(fewest, running)
-        return max(0.0, float(fewest or 1) - 1.0)
+            others = running - _own_running()
+            fewest = others if fewest is None else min(fewest, others)
+        return max(0.0, float(fewest or 0))
     except (OSError, StopIteration, ValueError):
         pass
     try:
         return max(0.0, os.getloadavg()[0] - 1.0)
     except OSError:  # no load average on this platform
         return 0.0
+
+
+def _own_running() -> int:
+    """How many of this process's threads are running now (at least the caller)."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            with open(f"/proc/self/task/{task}/stat", "rb") as stat:
+                line = stat.read()
+            count += line[line.rindex(b")") + 2:line.rindex(b")") + 3] == b"R"
+    return max(1, count)
