@@ -34,6 +34,7 @@ BENCHES = {
     "compare": ("benchmarks.bench_compare", "run"),
     "pack": ("benchmarks.bench_speed", "pack"),
     "tracking_cost": ("benchmarks.bench_speed", "tracking_cost"),
+    "notebook": ("benchmarks.bench_notebook", "run"),
     "gpu": ("benchmarks.bench_speed", "gpu"),
     "views": ("benchmarks.bench_views", "run"),
 }

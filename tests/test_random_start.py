@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -234,3 +236,40 @@ def test_of_two_workers_that_ask_at_once_for_the_starts_last_room_the_later_give
     surplus = storage.get_all_trials(handle.study_id, deepcopy=False)[10]
     assert surplus.state == TrialState.FAIL and uncounted(surplus)
     assert "random start" in surplus.user_attrs[TRIAL_REASON]
+
+
+def test_a_trial_asked_before_the_start_was_told_gives_way_though_it_was_told_meanwhile(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The later of two workers asked while trials 8 and 9 completed the random start, and
+    they finished (short trials, a busy machine) before it looked again: its trial was still
+    asked before the start was told (TPE's multivariate draw is made as it is asked), so it
+    gives way as well. Seen only under load in the three-worker study above."""
+    from tuner.search import TRIAL_REASON, StudyHandle, next_trial, open_storage
+
+    storage = open_storage(str(workdir / "s.journal"))
+    study = optuna.create_study(study_name="told", storage=storage, direction="maximize",
+                                sampler=seeded_sampler("tpe", 0))
+    x = FloatDistribution(0.0, 1.0)
+    for i in range(8):
+        study.add_trial(optuna.trial.create_trial(params={"x": i / 10}, distributions={"x": x},
+                                                  value=i / 10))
+    study.ask({"x": x})  # trial 8, running elsewhere
+    handle = StudyHandle(study, storage.get_study_id_from_name("told"), storage, False)
+    seen = storage.get_all_trials(handle.study_id, deepcopy=False)  # both workers' snapshot
+    first, _ = next_trial(handle, False, 20, seen)
+    assert first is not None and first.number == 9
+    ask = study.ask
+
+    def ask_while_the_start_ends(*args: Any, **kwargs: Any) -> Any:
+        trial = ask(*args, **kwargs)  # trial 10, asked while 8 and 9 run
+        time.sleep(0.01)  # what finishes after it was asked finishes later than it
+        for number in (8, 9):
+            study.tell(number, 0.9)
+        return trial
+
+    monkeypatch.setattr(study, "ask", ask_while_the_start_ends)
+    second, _ = next_trial(handle, False, 20, seen)
+    assert second is None
+    late = storage.get_all_trials(handle.study_id, deepcopy=False)[10]
+    assert late.state == TrialState.FAIL and uncounted(late)
+    assert "random start" in late.user_attrs[TRIAL_REASON]

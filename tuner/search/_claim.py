@@ -9,6 +9,8 @@ elsewhere, because if their worker dies they come back to the queue for it.
 
 from __future__ import annotations
 
+import copy
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -58,7 +60,7 @@ def _surplus(handle: StudyHandle, trial: optuna.Trial, target: int) -> bool:
     trials = handle.storage.get_all_trials(handle.study_id, deepcopy=False)
     if trial.number not in budget_slots(trials)[:target]:
         reason = "another worker took the budget's last slot"
-    elif asking_room(handle, [t for t in trials if t.number < trial.number]) == 0:
+    elif asking_room(handle, _as_when_asked(trials, trial.number)) == 0:
         reason = ("another worker's trial completes what the sampler waits for (its random "
                   "start, or NSGA-II's generation)")
     else:
@@ -67,3 +69,20 @@ def _surplus(handle: StudyHandle, trial: optuna.Trial, target: int) -> bool:
     trial.set_user_attr(TRIAL_REASON, f"surplus: {reason}")
     handle.study.tell(trial, state=TrialState.FAIL)
     return True
+
+
+def _as_when_asked(trials: list[FrozenTrial], number: int) -> list[FrozenTrial]:
+    """The trials before trial `number` as they were when it was asked: one finished since was
+    running then (a short trial elsewhere may finish between this worker's ask and its look;
+    the sampler drew for the trial asked, in between, without it)."""
+    asked = next((t.datetime_start for t in trials if t.number == number), None)
+    before = []
+    for trial in trials:
+        if trial.number >= number:
+            continue
+        if asked is not None and trial.datetime_complete is not None and \
+                trial.datetime_complete > asked:
+            trial = copy.copy(trial)
+            trial.state = TrialState.RUNNING
+        before.append(trial)
+    return before
