@@ -316,9 +316,12 @@ def test_the_study_imports_its_end_while_the_writer_process_checks_the_store(
 
 def test_studies_run_from_python_write_from_a_thread_and_start_no_writer_process(
         workdir: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer process started by a study itself makes its imports while the study waits;
-    only `tuner run` starts one for a study, beside its own imports. A comparison without a
-    spare core starts none either."""
+    """A study in a process that holds MLflow (here, the suite's) and has no writer kept for
+    its store writes from a thread: a writer process started for it would make MLflow's imports
+    while the study waits, where this process has them already. A comparison without a spare
+    core starts none either."""
+    import mlflow  # noqa: F401  (loaded, as a notebook that used MLflow has it)
+
     from tuner import CompareOptions, RunOptions, compare, run_study
     from tuner.execution import _compare
     from tuner.tracking import _writer

@@ -209,7 +209,11 @@ def study(name, views=False):
 study('first', views=True)   # a fresh process: a writer starts before torch loads
 study('second')              # torch is loaded: the kept writer serves it
 os.mkdir('elsewhere'); os.chdir('elsewhere')
-study('third')               # another folder: not the kept writer's; a thread writes
+study('third')               # another folder: not the kept writer's store; a new writer
+import mlflow
+study('fourth')              # MLflow loaded here: the kept writer still serves its store
+os.mkdir('third'); os.chdir('third')
+study('fifth')               # neither kept for this folder nor worth starting: a thread
 print(json.dumps(seen))
 """
 
@@ -222,19 +226,22 @@ def test_a_script_s_studies_share_one_kept_writer_and_import_no_mlflow(
     Nor, on numeric data, scikit-learn: not for the splits, nor for the views page's
     importances. The writer is kept: the script's next study (torch loaded now) uses it too.
     In another working folder (where MLflow's default store would be another) it is not used,
-    but ended, and that study writes from a thread."""
+    but ended, and a new one starts; in a process that holds MLflow, a kept writer is used but
+    none is started (a thread writes)."""
     space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
     out = subprocess.run([sys.executable, "-c", KEPT_WRITER_SCRIPT, str(space), tracking_uri],
                          cwd=workdir, text=True, capture_output=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert out.returncode == 0, out.stderr
-    first, second, third = json.loads(out.stdout.strip().splitlines()[-1])
-    assert first[:2] == second[:2] == third[:2] == [2, True]
-    assert first[2] is not None and second[2] == first[2] and third[2] is None
-    assert first[3:] == [False, False] and second[3] is False and third[3] is True
+    first, second, third, fourth, fifth = json.loads(out.stdout.strip().splitlines()[-1])
+    assert first[:2] == second[:2] == third[:2] == fourth[:2] == fifth[:2] == [2, True]
+    assert first[2] is not None and second[2] == first[2]
+    assert third[2] not in (None, first[2]) and fourth[2] == third[2] and fifth[2] is None
+    assert first[3:] == [False, False] and second[3] is third[3] is False
     assert not Path(f"/proc/{first[2]}").exists()  # ended when the third study did not use it
+    assert not Path(f"/proc/{third[2]}").exists()  # and the third's when the fifth did not
     parents, trials = runs_of(tracking_uri, "no-mlflow-here")
-    assert [r.info.status for r in parents] == ["FINISHED"] * 3 and len(trials) == 6
+    assert [r.info.status for r in parents] == ["FINISHED"] * 5 and len(trials) == 10
     assert {t.info.status for t in trials} == {"FINISHED"}
     assert all("model_uri" in p.data.tags and "test_accuracy" in p.data.metrics
                for p in parents)

@@ -84,13 +84,14 @@ def run_study(space: Space, options: RunOptions | None = None, *,
 def _study_writer(space: Space, options: RunOptions) -> contextlib.AbstractContextManager[Any]:
     """The MLflow writer process of a study run in this process, where a core is spare for it:
     the one kept from this interpreter's last study on the same store (a notebook's, a
-    script's), else one started now if this process has loaded neither torch nor MLflow
-    (`tuner run`, a script, a notebook's first study): MLflow's imports run there meanwhile,
-    and the model's export is prepared there while the trials train (seconds off the study's
-    path). A process that holds torch already would wait for a new writer's imports with
-    nothing to do, and one that holds MLflow writes from a thread at no import cost: with no
-    writer to reuse, those studies write from a thread. The writer is kept for the next study
-    (see `tuner.tracking._pool`); one the study did not take over (bad input found late) is
+    script's), else one started now, unless this process has loaded MLflow. Started before
+    torch loads (`tuner run`, a script), MLflow's imports run there meanwhile; started later
+    (a notebook that imported torch), they run while the study loads its data and plans, and
+    this process would have made them too. Either way the model's export is prepared there
+    while the trials train, and MLflow's Python work holds another interpreter's lock. A
+    process that holds MLflow writes from a thread at no import cost, where a new writer would
+    keep a short study waiting for its imports. The writer is kept for the next study (see
+    `tuner.tracking._pool`); one the study did not take over (bad input found late) is
     ended."""
     import sys
 
@@ -100,9 +101,8 @@ def _study_writer(space: Space, options: RunOptions) -> contextlib.AbstractConte
 
     if not spare_core(options.threads or 1):
         return contextlib.nullcontext()
-    fresh = "torch" not in sys.modules and "mlflow" not in sys.modules
     return SharedWriter(options.tracking_uri, options.experiment or space.name, options.log_model,
-                        start=fresh)
+                        start="mlflow" not in sys.modules)
 
 
 @_quietly
