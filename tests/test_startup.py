@@ -254,6 +254,55 @@ def test_a_script_s_studies_share_one_kept_writer_and_import_no_mlflow(
     assert "Parameter importances (PED-ANOVA)" in page
 
 
+FINAL_WRITER_SCRIPT = """
+import json, sys
+import tuner.tracking._writer as writer
+writer.spare_core = lambda threads: True  # a busy machine would start none
+import tuner
+from tuner.tracking import _pool
+options = tuner.FinalOptions(tracking_uri=sys.argv[2], threads=1)
+if sys.argv[3] == 'evaluate':
+    result = tuner.evaluate(sys.argv[1], 'study.journal', options)
+else:
+    result = tuner.train(tuner.load_space(sys.argv[1]), options)
+print(json.dumps([result.mlflow_run_id, result.model_uri is not None,
+                  _pool._kept is not None, 'mlflow' in sys.modules]))
+"""
+
+
+def test_a_final_model_is_logged_by_a_writer_process_and_imports_no_mlflow(
+        workdir: Path, tracking_uri: str) -> None:
+    """`tuner evaluate` and `tuner train` (and `tuner.evaluate`, `tuner.train`) start a writer
+    process beside their imports, which prepares model logging while the model trains and then
+    writes its run: nested under the study's parent run (found there too), with its model and
+    artifacts; the process itself never imports MLflow."""
+    import tuner
+
+    space = write_space(workdir, TINY_SPACE.replace("max_epochs: 3", "max_epochs: 2"))
+    study = tuner.run_study(tuner.load_space(space), tuner.RunOptions(
+        trials=2, storage=str(workdir / "study.journal"), tracking_uri=tracking_uri,
+        experiment="final-here", threads=1, progress=False, views=False, log_model=False))
+    tuner.export(study.study, workdir / "best.yaml", str(workdir / "study.journal"))
+    seen = {}
+    for command, target in (("evaluate", study.study), ("train", str(workdir / "best.yaml"))):
+        out = subprocess.run([sys.executable, "-c", FINAL_WRITER_SCRIPT, target, tracking_uri,
+                              command], cwd=workdir, text=True, capture_output=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+        assert out.returncode == 0, out.stderr
+        seen[command] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert seen[command][1:] == [True, True, False], command  # model; kept; no MLflow here
+    client = mlflow.MlflowClient(tracking_uri)
+    evaluated = client.get_run(seen["evaluate"][0])
+    assert evaluated.data.tags["mlflow.parentRunId"] == study.mlflow_parent_run_id
+    assert client.get_experiment(evaluated.info.experiment_id).name == "final-here"
+    trained = client.get_run(seen["train"][0])
+    for run in (evaluated, trained):
+        assert run.info.status == "FINISHED" and run.data.tags["tuner.role"] == "final"
+        assert "model_uri" in run.data.tags and "test_accuracy" in run.data.metrics
+        paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"confusion_matrix.png", "confusion_matrix.csv", "space.yaml"} <= paths
+
+
 def test_the_tuner_command_leaves_no_writer_process_behind(workdir: Path) -> None:
     """`tuner run` ends with a quick `os._exit`, where exit handlers do not run: the writer it
     kept for a next study (there is none) has been closed by then, not left to find out."""

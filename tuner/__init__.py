@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         pick,
         run_study,
         runs,
+        train,
         trials,
     )
     from tuner.execution import (
@@ -48,7 +49,7 @@ __version__ = "0.1.0"
 # The Python API (tuner.api) and its option and result types load on first use.
 _LAZY = {name: "tuner.api" for name in ("compare", "evaluate", "export", "importances",
                                         "open_study", "pareto_front", "pick", "run_study",
-                                        "runs", "trials")}
+                                        "runs", "train", "trials")}
 _LAZY.update({name: "tuner.execution" for name in (
     "CompareOptions", "FinalOptions", "FinalResult", "RunOptions", "StudyResult",
     "WorkerOptions")})
@@ -83,6 +84,7 @@ __all__ = [
     "pick",
     "run_study",
     "runs",
+    "train",
     "trials",
 ]
 

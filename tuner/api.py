@@ -82,27 +82,38 @@ def run_study(space: Space, options: RunOptions | None = None, *,
 
 
 def _study_writer(space: Space, options: RunOptions) -> contextlib.AbstractContextManager[Any]:
-    """The MLflow writer process of a study run in this process, where a core is spare for it:
-    the one kept from this interpreter's last study on the same store (a notebook's, a
-    script's), else one started now, unless this process has loaded MLflow. Started before
-    torch loads (`tuner run`, a script), MLflow's imports run there meanwhile; started later
-    (a notebook that imported torch), they run while the study loads its data and plans, and
-    this process would have made them too. Either way the model's export is prepared there
-    while the trials train, and MLflow's Python work holds another interpreter's lock. A
-    process that holds MLflow writes from a thread at no import cost, where a new writer would
-    keep a short study waiting for its imports. The writer is kept for the next study (see
-    `tuner.tracking._pool`); one the study did not take over (bad input found late) is
-    ended."""
+    """The MLflow writer process of a study run in this process (see `_writer`)."""
+    if options.workers != 1 or options.dask is not None:
+        return contextlib.nullcontext()
+    return _writer(options.tracking, options.tracking_uri, options.experiment or space.name,
+                   options.log_model, options.threads)
+
+
+def _writer(tracking: bool, tracking_uri: str | None, experiment: str | None, log_model: bool,
+            threads: int | None, final: bool = False) -> contextlib.AbstractContextManager[Any]:
+    """The MLflow writer process of a study (or a final model) trained in this process, where
+    a core is spare for it: the one kept from this interpreter's last study on the same store
+    (a notebook's, a script's), else one started now, unless this process has loaded MLflow.
+    Started before torch loads (`tuner run`, a script), MLflow's imports run there meanwhile;
+    started later (a notebook that imported torch), they run while the study loads its data
+    and plans, and this process would have made them too. Either way the model's export is
+    prepared there while the trials train, and MLflow's Python work holds another
+    interpreter's lock. A process that holds MLflow writes from a thread at no import cost,
+    where a new writer would keep a short study waiting for its imports. The writer is kept
+    for the next study (see `tuner.tracking._pool`); one the study did not take over (bad
+    input found late) is ended. `experiment` None: not known yet (a stored study's). `final`:
+    for a final model, whose run and model are written at its end: model logging is prepared
+    there at once."""
     import sys
 
-    if not options.tracking or options.workers != 1 or options.dask is not None:
+    if not tracking:
         return contextlib.nullcontext()
     from tuner.tracking import SharedWriter, spare_core
 
-    if not spare_core(options.threads or 1):
+    if not spare_core(threads or 1):
         return contextlib.nullcontext()
-    return SharedWriter(options.tracking_uri, options.experiment or space.name, options.log_model,
-                        start="mlflow" not in sys.modules)
+    return SharedWriter(tracking_uri, experiment, log_model, start="mlflow" not in sys.modules,
+                        warm_up_now=final)
 
 
 @_quietly
@@ -201,14 +212,41 @@ def pick(study: str, storage: str | None = None, *, index: int | None = None,
     return choose(open_study(study, storage), index, where)
 
 
-@_quietly
 def evaluate(study: str, storage: str | None = None,
              options: FinalOptions | None = None) -> FinalResult:
     """Retrain the best trial (or the picked front member) on train + validation and test it
     (`tuner evaluate`)."""
-    from tuner.execution import FinalOptions, evaluate_study
+    from tuner.execution import FinalOptions
 
-    return evaluate_study(study, storage, options or FinalOptions())
+    options = options or FinalOptions()
+    with _writer(options.tracking, options.tracking_uri, options.experiment, options.log_model,
+                 options.threads, final=True):
+        return _evaluate(study, storage, options)
+
+
+@_quietly
+def _evaluate(study: str, storage: str | None, options: FinalOptions) -> FinalResult:
+    from tuner.execution import evaluate_study
+
+    return evaluate_study(study, storage, options)
+
+
+def train(space: Space, options: FinalOptions | None = None) -> FinalResult:
+    """Train the one configuration of a space whose parameters are all fixed (an exported
+    study's best, say) on train + validation and test it (`tuner train`)."""
+    from tuner.execution import FinalOptions
+
+    options = options or FinalOptions()
+    with _writer(options.tracking, options.tracking_uri, options.experiment or space.name,
+                 options.log_model, options.threads, final=True):
+        return _train(space, options)
+
+
+@_quietly
+def _train(space: Space, options: FinalOptions) -> FinalResult:
+    from tuner.execution import train_space
+
+    return train_space(space, options)
 
 
 @_quietly

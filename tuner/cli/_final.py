@@ -85,9 +85,9 @@ def _options(args: argparse.Namespace) -> FinalOptions:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     options = _options(args)
-    from tuner.execution import evaluate_study
+    from tuner.api import evaluate  # it starts the MLflow writer before the heavy imports
 
-    _show(evaluate_study(args.study, args.storage, options), args.json)
+    _show(evaluate(args.study, args.storage, options), args.json)
     return 0
 
 
@@ -108,9 +108,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     space = load_space(args.config)
     options = _options(args)
-    from tuner.execution import train_space
+    from tuner.api import train  # it starts the MLflow writer before the heavy imports
 
-    _show(train_space(space, options), args.json)
+    _show(train(space, options), args.json)
     return 0
 
 

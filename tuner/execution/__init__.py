@@ -18,11 +18,13 @@ if TYPE_CHECKING:
         repeat_seed,
         run_comparison,
     )
-    from tuner.execution._final import FinalOptions, FinalResult, evaluate_study, train_space
+    from tuner.execution._final import evaluate_study, train_space
     from tuner.execution._join import join_study
     from tuner.execution._loop import TrialSource, stop_on_signals, work
     from tuner.execution._options import (
         CompareOptions,
+        FinalOptions,
+        FinalResult,
         RunOptions,
         StudyResult,
         WorkerOptions,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "CompareOptions": "_options", "Listener": "_compare", "plan_grid": "_compare",
     "repeat_seed": "_compare", "run_comparison": "_compare",
-    "FinalOptions": "_final", "FinalResult": "_final", "evaluate_study": "_final",
+    "FinalOptions": "_options", "FinalResult": "_options", "evaluate_study": "_final",
     "train_space": "_final", "join_study": "_join", "TrialSource": "_loop",
     "stop_on_signals": "_loop", "work": "_loop", "RunOptions": "_options",
     "StudyResult": "_options", "WorkerOptions": "_options", "StudyProgress": "_progress",

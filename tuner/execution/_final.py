@@ -10,7 +10,7 @@ configuration exported from a study and trained again reproduces `evaluate`'s fi
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,9 @@ from optuna.trial import FrozenTrial
 
 from tuner import analysis  # its plots load matplotlib on first use, after training
 from tuner.data import Dataset, confusion_matrix, final_dataset
-from tuner.errors import OptionError, TunerError
+from tuner.errors import TunerError
 from tuner.execution._models import data_metrics, log_models
-from tuner.execution._options import check_at_least
+from tuner.execution._options import FinalOptions, FinalResult
 from tuner.search import (
     ATTR_PARENT_RUN,
     TRIAL_PARAMS,
@@ -33,62 +33,10 @@ from tuner.search import (
     stored_space,
 )
 from tuner.space import EarlyStopping, FixedParam, Space
-from tuner.tracking import Tracker, register_model, run_experiment
+from tuner.tracking import Tracker, register_model, run_experiment, writer_prestarted
 from tuner.training import FitResult, criterion, evaluate, predict, train
 
 ROLE = "final"  # the `tuner.role` tag of a final model's MLflow run
-
-
-@dataclass(frozen=True)
-class FinalOptions:
-    """How to train a final model; None means "the configuration's own"."""
-
-    epochs: int | None = None  # evaluate: the best trial's best epoch; train: training.max_epochs
-    early_stopping: bool = False  # keep a validation-sized slice apart and stop early on it
-    seed: int | None = None
-    register: str | None = None  # a model registry name
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    tracking: bool = True
-    log_model: bool = True
-    threads: int | None = None
-    # Multi-objective studies: which Pareto-front member (tuner.search.pick); default the first.
-    front_index: int | None = None
-    where: str | None = None  # e.g. "params<50000": the best on the first objective meeting it
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "threads"):
-            check_at_least(name, getattr(self, name), 1)
-        check_at_least("seed", self.seed, 0)
-        if self.register is not None and not (self.tracking and self.log_model):
-            raise OptionError("register", "needs the model logged to MLflow: "
-                              "not with {tracking=False} or {log_model=False}")
-        if self.front_index is not None and self.where is not None:
-            raise OptionError("where", "pick a front member by front_index or by where, not both")
-
-
-@dataclass(frozen=True)
-class FinalResult:
-    name: str
-    origin: str  # "study S, trial N" or the configuration file
-    task: str
-    params: dict[str, Any]
-    epochs: int
-    seed: int
-    rows: dict[str, int]  # train / early_stopping / test
-    test_metrics: dict[str, float]
-    classes: list[str] = field(default_factory=list)
-    confusion: list[list[int]] | None = None  # rows: true class, columns: predicted
-    residuals: dict[str, float] | None = None
-    mlflow_run_id: str | None = None
-    model_uri: str | None = None  # PyTorch flavour
-    scorer_uri: str | None = None  # pyfunc scoring raw table rows (tables only)
-    registered: str | None = None  # "NAME version N"
-    tracking_uri: str | None = None
-    wall_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -196,7 +144,11 @@ def _log(space: Space, data: Dataset, model: torch.nn.Module, final: FinalResult
         holder = run_experiment(options.tracking_uri, parent)
         parent = parent if holder is not None and experiment in (None, holder) else None
         experiment = experiment or holder
-    with Tracker(options.tracking_uri, experiment or space.name, asynchronous=False) as tracker:
+    # A writer process started beside the command's imports (`tuner.evaluate`, `tuner.train`)
+    # has made MLflow's and model logging's imports meanwhile: the run is written there.
+    elsewhere = writer_prestarted()
+    with Tracker(options.tracking_uri, experiment or space.name, asynchronous=elsewhere,
+                 process=elsewhere, warm_up=options.log_model) as tracker:
         return _log_run(tracker, space, data, model, final, options, tags, parent, figure,
                         best_epoch)
 

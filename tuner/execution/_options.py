@@ -1,5 +1,6 @@
 """How to run a study (`RunOptions`, checked once when it is made), what a run returns
-(`StudyResult`), how to compare strategies (`CompareOptions`). The CLI builds the same options
+(`StudyResult`), how to compare strategies (`CompareOptions`), how to train a final model
+(`FinalOptions`) and what that returns (`FinalResult`). The CLI builds the same options
 from its flags, so a bad value gets the same one-line error from both: `trials: must be >= 1,
 got 0` (the CLI says `--trials: ...`). Nothing here imports torch or MLflow."""
 
@@ -273,3 +274,55 @@ class Preparation:
     def of(cls, space: Space, options: CompareOptions) -> Preparation:
         return cls(space.data, threads_per_worker(options.threads, options.jobs, "jobs")[0],
                    options.tracking_uri, options.views)
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    """How to train a final model; None means "the configuration's own"."""
+
+    epochs: int | None = None  # evaluate: the best trial's best epoch; train: training.max_epochs
+    early_stopping: bool = False  # keep a validation-sized slice apart and stop early on it
+    seed: int | None = None
+    register: str | None = None  # a model registry name
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    tracking: bool = True
+    log_model: bool = True
+    threads: int | None = None
+    # Multi-objective studies: which Pareto-front member (tuner.search.pick); default the first.
+    front_index: int | None = None
+    where: str | None = None  # e.g. "params<50000": the best on the first objective meeting it
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "threads"):
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("seed", self.seed, 0)
+        if self.register is not None and not (self.tracking and self.log_model):
+            raise OptionError("register", "needs the model logged to MLflow: "
+                              "not with {tracking=False} or {log_model=False}")
+        if self.front_index is not None and self.where is not None:
+            raise OptionError("where", "pick a front member by front_index or by where, not both")
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    name: str
+    origin: str  # "study S, trial N" or the configuration file
+    task: str
+    params: dict[str, Any]
+    epochs: int
+    seed: int
+    rows: dict[str, int]  # train / early_stopping / test
+    test_metrics: dict[str, float]
+    classes: list[str] = field(default_factory=list)
+    confusion: list[list[int]] | None = None  # rows: true class, columns: predicted
+    residuals: dict[str, float] | None = None
+    mlflow_run_id: str | None = None
+    model_uri: str | None = None  # PyTorch flavour
+    scorer_uri: str | None = None  # pyfunc scoring raw table rows (tables only)
+    registered: str | None = None  # "NAME version N"
+    tracking_uri: str | None = None
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

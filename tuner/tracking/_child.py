@@ -30,7 +30,7 @@ _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": lo
 # What the study's process may ask of the store (`Tracker.store`).
 _STORE = {name: getattr(_client, name) for name in (
     "open_parent_run", "create_plain_run", "log_values", "end_run", "run_data", "log_files",
-    "end_orphaned_runs")}
+    "end_orphaned_runs", "experiment_of_run")}
 _ANSWERED = {"check", "open", "call", "store", "client"}  # requests that wait for a reply
 
 
@@ -81,6 +81,10 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
             _reply(replies, (busy, errors[:], None))
             errors.clear()
             continue
+        if op == "warm":  # a final model's writer: nothing to write before the model
+            if warm_up and warming.ident is None:
+                warming.start()
+            continue
         if op == "id":
             _reply(replies, (busy, [], ids.get(request[1])))
             continue
@@ -116,6 +120,8 @@ def serve(tracking_uri: str | None, requests: Connection, replies: Connection,
                     write_run(client, ids[ref], metrics, tags, status, params)
             elif op == "store":
                 _, name, args = request
+                if client is None:  # a question before the study's experiment is known
+                    client = client_for(tracking_uri)
                 result = _STORE[name](client, *args)
             elif op == "client":
                 _, method, args, kwargs = request

@@ -254,6 +254,17 @@ def log_values(client: MlflowClient, run_id: str, metrics: Mapping[str, float] =
                      tags=[RunTag(k, text(v)) for k, v in tags.items()])
 
 
+def experiment_of_run(client: MlflowClient, run_id: str) -> str | None:
+    """The name of the experiment that holds `run_id` in this store; None if it is not there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+        return str(client.get_experiment(run.info.experiment_id).name)
+    except MlflowException:
+        return None
+
+
 def end_run(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
 

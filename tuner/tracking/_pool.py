@@ -25,7 +25,7 @@ KEPT_IDLE_S = 600.0  # a notebook's next study usually comes within minutes; the
 _OWN_SETTINGS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}  # set by tuner's clients, not the user
 
 _prestarted: dict[tuple[str | None, str, bool], ProcessWriter] = {}
-_shared: dict[tuple[str | None, str], ProcessWriter] = {}
+_shared: dict[str | None, ProcessWriter] = {}  # by store: a writer serves any experiment
 _kept: tuple[tuple[Any, ...], ProcessWriter] | None = None
 _closes_at_exit = False
 
@@ -56,15 +56,21 @@ class SharedWriter:
     study borrowed it (it is closed instead if that study failed), and ends it without waiting
     if none ever did."""
 
-    def __init__(self, tracking_uri: str | None, experiment: str, warm_up: bool, start: bool):
-        self._key = (tracking_uri, experiment)
-        self._writer = _prestarted.pop((tracking_uri, experiment, warm_up), None) or \
-            _reuse_kept(tracking_uri, experiment)
+    def __init__(self, tracking_uri: str | None, experiment: str | None, warm_up: bool,
+                 start: bool, warm_up_now: bool = False):
+        """`experiment`: the one its studies log to, if known (its store is checked for it
+        meanwhile); a writer serves any experiment of its store. `warm_up_now`: prepare model
+        logging at once (a final model's writer: its run is written at the end)."""
+        self._key = tracking_uri
+        self._writer = _prestarted.pop((tracking_uri, experiment or "", warm_up), None) or \
+            _reuse_kept(tracking_uri, experiment or "")
         if self._writer is None and start:
-            self._writer = ProcessWriter(tracking_uri, experiment, warm_up)
+            self._writer = ProcessWriter(tracking_uri, experiment or "", warm_up)
         self._loans = self._writer.loans if self._writer is not None else 0
         if self._writer is not None:
             _shared[self._key] = self._writer
+            if warm_up and warm_up_now:
+                self._writer.warm_up_now()
 
     def __enter__(self) -> SharedWriter:
         return self
@@ -78,19 +84,20 @@ class SharedWriter:
         if not writer.alive() or not writer.loans:
             writer.abandon()
         elif kind is None or not borrowed:  # a refused study leaves a kept writer as it was
-            _keep(writer, self._key[0])
+            _keep(writer, self._key)
         else:
             with contextlib.suppress(Exception):  # the error on its way out is the one to see
                 writer.close()
 
 
 def prestarted_for(tracking_uri: str | None, experiment: str | None) -> ProcessWriter | None:
-    """The writer prestarted (or shared) for a study on this store and experiment."""
-    found = _shared.get((tracking_uri, experiment or ""))
+    """The writer prestarted (or shared) for a study on this store and experiment (None: any
+    experiment of the store)."""
+    found = _shared.get(tracking_uri)
     if found is not None and found.alive():
         return found
     return next((writer for (uri, name, _), writer in _prestarted.items()
-                 if uri == tracking_uri and name == experiment), None)
+                 if uri == tracking_uri and experiment in (None, name)), None)
 
 
 def prestarted() -> bool:
@@ -104,7 +111,7 @@ def take(tracking_uri: str | None, experiment: str, warm_up: bool
          ) -> tuple[ProcessWriter, bool]:
     """The writer for this study, and whether the study owns it (closes it at its end): the
     shared one, borrowed; else the prestarted one; else a new one (others are closed)."""
-    lent = _shared.get((tracking_uri, experiment))
+    lent = _shared.get(tracking_uri)
     if lent is not None and lent.alive():
         lent.loans += 1
         return lent, False

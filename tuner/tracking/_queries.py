@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner.errors import OptionError, TunerError, redact
-from tuner.tracking._client import BATCH_LIMIT, client_for, store_uri, text
+from tuner.tracking._client import BATCH_LIMIT, client_for, experiment_of_run, store_uri, text
+from tuner.tracking._pool import prestarted_for
 from tuner.tracking._tracker import Tracker
 
 
@@ -155,15 +156,14 @@ def log_study_outcome(tracker: Tracker, run_id: str, metrics: Mapping[str, float
 
 
 def run_experiment(tracking_uri: str | None, run_id: str) -> str | None:
-    """The name of the experiment that holds `run_id` in this store; None if it is not there."""
-    from mlflow.exceptions import MlflowException
-
-    client = client_for(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-        return str(client.get_experiment(run.info.experiment_id).name)
-    except MlflowException:
-        return None
+    """The name of the experiment that holds `run_id` in this store; None if it is not there.
+    Asked of the writer process started for this store, if there is one (this process then
+    imports no MLflow)."""
+    writer = prestarted_for(tracking_uri, None)
+    if writer is not None:
+        found = writer.store("experiment_of_run", run_id)
+        return None if found is None else str(found)
+    return experiment_of_run(client_for(tracking_uri), run_id)
 
 
 def list_experiments(tracking_uri: str | None, name: str | None = None) -> list[tuple[str, str]]:

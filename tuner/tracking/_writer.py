@@ -181,6 +181,11 @@ class ProcessWriter:
         self.resolved_uri = str(uri)
         return str(uri), str(experiment_id)
 
+    def warm_up_now(self) -> None:
+        """Have the process prepare model logging now (with `warm_up`), not once a study's
+        store and parent run are open: for a final model, whose runs are written at its end."""
+        self._outbox.put(("warm",))
+
     def open_soon(self, experiment: str) -> None:
         """Ask the process to open the store and the experiment (as `open` does) without
         waiting for it: `opened` says when it has."""
