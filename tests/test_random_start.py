@@ -213,11 +213,10 @@ def test_a_multi_objective_study_inside_nsga2s_first_generation_says_so(
     assert random_start_note("nsga2", []) is None
 
 
-def test_of_two_workers_that_ask_at_once_for_the_starts_last_room_the_later_gives_way(
-        workdir: Path) -> None:
-    """Both saw 8 trials told and 1 running (room for 1 more random trial) and both asked: the
-    later trial number is failed as surplus, not counted, and its worker asks again later."""
-    from tuner.search import TRIAL_REASON, StudyHandle, next_trial, open_storage
+def _start_short_of_one(workdir: Path) -> tuple[Any, Any, list[FrozenTrial]]:
+    """A TPE study with 8 trials told and trial 8 running elsewhere (room for one more trial
+    of the random start): its handle, its storage, and the snapshot two workers both saw."""
+    from tuner.search import StudyHandle, open_storage
 
     storage = open_storage(str(workdir / "s.journal"))
     study = optuna.create_study(study_name="race", storage=storage, direction="maximize",
@@ -228,7 +227,16 @@ def test_of_two_workers_that_ask_at_once_for_the_starts_last_room_the_later_give
                                                   value=i / 10))
     study.ask({"x": x})  # trial 8, running elsewhere
     handle = StudyHandle(study, storage.get_study_id_from_name("race"), storage, False)
-    seen = storage.get_all_trials(handle.study_id, deepcopy=False)  # both workers' snapshot
+    return handle, storage, storage.get_all_trials(handle.study_id, deepcopy=False)
+
+
+def test_of_two_workers_that_ask_at_once_for_the_starts_last_room_the_later_gives_way(
+        workdir: Path) -> None:
+    """Both saw 8 trials told and 1 running (room for 1 more random trial) and both asked: the
+    later trial number is failed as surplus, not counted, and its worker asks again later."""
+    from tuner.search import TRIAL_REASON, next_trial
+
+    handle, storage, seen = _start_short_of_one(workdir)
     first, _ = next_trial(handle, False, 20, seen)
     second, running = next_trial(handle, False, 20, seen)
     assert first is not None and first.number == 9
@@ -244,18 +252,10 @@ def test_a_trial_asked_before_the_start_was_told_gives_way_though_it_was_told_me
     they finished (short trials, a busy machine) before it looked again: its trial was still
     asked before the start was told (TPE's multivariate draw is made as it is asked), so it
     gives way as well. Seen only under load in the three-worker study above."""
-    from tuner.search import TRIAL_REASON, StudyHandle, next_trial, open_storage
+    from tuner.search import TRIAL_REASON, next_trial
 
-    storage = open_storage(str(workdir / "s.journal"))
-    study = optuna.create_study(study_name="told", storage=storage, direction="maximize",
-                                sampler=seeded_sampler("tpe", 0))
-    x = FloatDistribution(0.0, 1.0)
-    for i in range(8):
-        study.add_trial(optuna.trial.create_trial(params={"x": i / 10}, distributions={"x": x},
-                                                  value=i / 10))
-    study.ask({"x": x})  # trial 8, running elsewhere
-    handle = StudyHandle(study, storage.get_study_id_from_name("told"), storage, False)
-    seen = storage.get_all_trials(handle.study_id, deepcopy=False)  # both workers' snapshot
+    handle, storage, seen = _start_short_of_one(workdir)
+    study = handle.study
     first, _ = next_trial(handle, False, 20, seen)
     assert first is not None and first.number == 9
     ask = study.ask
