@@ -117,6 +117,20 @@ class Browser:
         raise AssertionError(f"{wanted!r} did not show within {timeout:.0f} s; the page says: "
                              f"{text[:1500]!r}")
 
+    def open_menu(self, button: str, shows: str, tries: int = 3, timeout: float = 20) -> str:
+        """Click `button` until the page shows `shows` (the menu it opens); the page's text. A
+        click that lands while the menu before is still closing is lost (seen once in a full
+        run, on a slow moment of MLflow's UI): then Escape, and click again."""
+        for attempt in range(tries):
+            self.click(button)
+            try:
+                return self.wait_for(shows, timeout)
+            except AssertionError:
+                if attempt == tries - 1:
+                    raise
+                self.key("Escape", 27)
+        raise AssertionError("unreachable")
+
     def wait_until(self, expression: str, timeout: float = 60) -> Any:
         """Until the JavaScript `expression` is truthy; returns its value."""
         deadline = time.monotonic() + timeout

@@ -192,8 +192,7 @@ def test_the_trials_of_a_study_list_by_objective_as_the_readme_says(
     browser.type(f"tags.study = '{site.study.study}' and tags.`tuner.role` = 'trial'")
     browser.key("Enter", 13)
     browser.wait_for("matching runs")
-    browser.click("Sort: Created")
-    browser.wait_for("objective")
+    browser.open_menu("Sort: Created", "objective")
     browser.click("objective")  # the first one: under the metrics
     text = browser.wait_for(ranked[0])
     text = browser.wait_for("3 matching runs")
@@ -237,13 +236,11 @@ def test_the_comparison_groups_by_strategy_as_the_readme_says(
     browser.type("tags.comparison = 'ui-cmp' and tags.`tuner.role` = 'study'")
     browser.key("Enter", 13)
     browser.wait_for("matching runs")
-    browser.click("Sort: Created")
-    browser.wait_for("best_value")
+    browser.open_menu("Sort: Created", "best_value")
     browser.click("best_value")  # sorted by a metric, the studies are not folded
     browser.key("Escape", 27)
     browser.wait_for("ui-cmp-tpe-r1")
-    browser.click("Group by")
-    browser.wait_for("Tags")
+    browser.open_menu("Group by", "Tags")
     browser.click("strategy")  # the first one: under Tags
     browser.key("Escape", 27)
     text = browser.wait_for("Group: random")

@@ -1,10 +1,11 @@
 """A study run from Python hands its trial runs over to a writer process when enough of it is
 left to pay for starting one.
 
-`tuner run` starts its writer process beside its own imports, and a comparison shares one among
-its studies (`SharedWriter`); a study run on its own from Python (a notebook, a script) writes
-from a thread, since a process started with the study would keep a short study waiting for its
-imports (MLflow's: about 1.5 s). But a thread's MLflow work,
+`tuner run` and `tuner.run_study` start a writer process beside their imports (or take the one
+kept from the interpreter's last study), and a comparison shares one among its studies
+(`_pool`); a study in a process that holds MLflow and has no writer kept, or that found no core
+spare as it started, writes from a thread, since a process started with the study would keep a
+short study waiting for its imports (MLflow's: about 1.5 s). But a thread's MLflow work,
 10-20 ms of Python per trial run, holds the training's interpreter lock: with trials of a tenth
 of a second, a fifth to a quarter of the study. So once a few trial runs have started and say
 that the rest of the study will take more than `MIN_REMAINING_S` (the time between trial starts
