@@ -51,10 +51,10 @@ class SharedWriter:
     a study's from `tuner.run_study`): it checks the store, each study's tracker borrows it
     (`take`) and waits at its end for what it sent; its imports (MLflow's, model logging's) are
     made once. It is the one `prestart` started for the same key, else the one kept from the
-    interpreter's last study on this store, else a new one (`start`; False: no core to spare,
-    or no imports to hide it behind: none). Leaving the block keeps it for the next study if a
-    study borrowed it (it is closed instead if that study failed), and ends it without waiting
-    if none ever did."""
+    interpreter's last study on this store, else a new one (`start`; False where a new one
+    would not pay, such as no core to spare: none). Leaving the block keeps it for the next
+    study if a study borrowed it (it is closed instead if that study failed), and ends it
+    without waiting if none ever did."""
 
     def __init__(self, tracking_uri: str | None, experiment: str | None, warm_up: bool,
                  start: bool, warm_up_now: bool = False):
