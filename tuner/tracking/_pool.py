@@ -3,8 +3,8 @@ command's imports (`prestart`), the one a comparison shares among its studies, a
 from the interpreter's last study (a notebook's, a script's).
 
 A writer process costs its imports (MLflow's, model logging's: seconds) once. Kept between the
-studies of one interpreter, it makes them once for all of them; a study in a process that holds
-torch already would otherwise write from a thread, or wait for a new writer's imports. It is kept
+studies of one interpreter, it makes them once for all of them; a notebook's later study would
+otherwise wait for a new writer's imports, or, where MLflow is loaded, write from a thread. It is kept
 only for the same store: the same `tracking_uri`, working folder (MLflow's default store is
 `mlflow.db` there) and MLFLOW_* settings, and the URI MLflow resolves in this process where
 MLflow is loaded (`mlflow.set_tracking_uri`). It ends when the interpreter does, or by itself
