@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,16 +83,39 @@ def test_run_json_then_studies_and_best(workdir: Path, tracking_uri: str) -> Non
     assert [s["study"] for s in listed["studies"]] == [summary["study"]]
     assert listed["studies"][0]["states"] == {"COMPLETE": 2}
 
-    best = tuner(["best", summary["study"], "--json"], workdir, tracking_uri)
-    assert best.returncode == 0, best.stderr
-    info = json.loads(best.stdout)
+    info, loaded_mlflow = _best(summary["study"], workdir, tracking_uri)
     assert info["value"] == summary["best_value"]
     run = MlflowClient(tracking_uri).get_run(info["mlflow_run_id"])
     assert run.data.tags["trial_number"] == str(info["trial"])
     assert run.data.tags["mlflow.parentRunId"] == summary["mlflow_parent_run_id"]
+    # The study recorded its best trial's run at its end: MLflow's import is not needed.
+    assert not loaded_mlflow
+
+    # A record that no longer holds (another trial, another parent run): MLflow is asked.
+    study = load_study(summary["study"], workdir / "tuner.journal")
+    noted = study.user_attrs["tuner.best_run"]
+    assert noted == {"trial": info["trial"], "run": info["mlflow_run_id"],
+                     "parent": summary["mlflow_parent_run_id"]}
+    for stale in ({**noted, "trial": noted["trial"] + 1, "run": "0" * 32},
+                  {**noted, "parent": "f" * 32, "run": "0" * 32}):
+        study.set_user_attr("tuner.best_run", stale)
+        again, loaded_mlflow = _best(summary["study"], workdir, tracking_uri)
+        assert again["mlflow_run_id"] == info["mlflow_run_id"] and loaded_mlflow
 
     missing = tuner(["best", "no-such-study"], workdir, tracking_uri)
     assert missing.returncode == 2 and "no study 'no-such-study'" in missing.stderr
+
+
+def _best(study: str, workdir: Path, tracking_uri: str) -> tuple[dict, bool]:
+    """`tuner best STUDY --json` in a fresh process: what it printed, and whether it imported
+    MLflow."""
+    script = ("import sys\nfrom tuner.cli import main\ncode = main(sys.argv[1:])\n"
+              "print('mlflow' in sys.modules, file=sys.stderr)\nsys.exit(code)\n")
+    best = subprocess.run([sys.executable, "-c", script, "best", study, "--json"], cwd=workdir,
+                          env=subprocess_env(tracking_uri), capture_output=True, text=True,
+                          timeout=120)
+    assert best.returncode == 0, best.stderr
+    return json.loads(best.stdout), best.stderr.strip().splitlines()[-1] == "True"
 
 
 def test_a_storage_password_is_never_printed(workdir: Path, tracking_uri: str) -> None:

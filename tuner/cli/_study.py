@@ -75,8 +75,9 @@ def register(sub: Any) -> None:
     best = sub.add_parser("best", help="print a study's best trial and its MLflow run")
     best.add_argument("study", help="study name (as `tuner studies` lists them)")
     best.add_argument("--storage", metavar="URL", help="Optuna storage (default: tuner.journal)")
-    best.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, to find the trial's run "
-                      "(default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    best.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, to find the "
+                      "trial's run where the study did not record it at its end (default: "
+                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     best.add_argument("--json", action="store_true", help="print one JSON object on stdout "
                       "(default: text)")
     best.set_defaults(handler=cmd_best)
@@ -243,7 +244,14 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from tuner.search import ATTR_EXPERIMENT, ATTR_FINAL, TRIAL_PARAMS, best_trial, find_study
+    from tuner.search import (
+        ATTR_EXPERIMENT,
+        ATTR_FINAL,
+        TRIAL_PARAMS,
+        best_run,
+        best_trial,
+        find_study,
+    )
 
     study = find_study(args.storage, args.study)
     if len(study.directions) > 1:
@@ -252,6 +260,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     run_id = None
     experiment = study.user_attrs.get(ATTR_EXPERIMENT)
     if experiment is not None:
+        run_id = best_run(study, best.number)
+    if experiment is not None and run_id is None:  # not recorded: MLflow is asked (seconds)
         from tuner.tracking import find_trial_run
 
         run_id = find_trial_run(args.tracking_uri, experiment, args.study, best.number)

@@ -55,6 +55,8 @@ def finish_study(session: Session, log_model: bool, views: bool,
     summary: dict[str, float] = {"best_trial": chosen.number}
     if not space.multi:
         summary["best_value"] = float(chosen.value or 0.0)
+        if runs is not None:
+            runs.note_best_run(study, chosen.number)
     if runs is not None and space.multi:
         _log_front(runs, study, space)
     if space.model != "mlp":

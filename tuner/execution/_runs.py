@@ -10,7 +10,15 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.execution._trial import TrialOutcome
-from tuner.search import ATTR_EXPERIMENT, ATTR_PARENT_RUN, TRIAL_ENQUEUED, LostTrial, sampler_name
+from tuner.search import (
+    ATTR_BEST_RUN,
+    ATTR_EXPERIMENT,
+    ATTR_PARENT_RUN,
+    TRIAL_ENQUEUED,
+    LostTrial,
+    best_run,
+    sampler_name,
+)
 from tuner.space import Space
 from tuner.tracking import Tracker, TrialRun, fail_trial_run
 
@@ -90,6 +98,17 @@ class StudyRuns:
     def end_lost(self, lost: LostTrial) -> None:
         """End the run of a trial whose worker died (reaped by this process)."""
         fail_trial_run(self.tracker, self.study_name, lost.number, None, lost.reason)
+
+    def note_best_run(self, study: optuna.Study, number: int) -> None:
+        """Record in the study which run holds trial `number`, its best: `tuner best` then names
+        the run without loading MLflow (seconds). Asked of the store once per new best, so the
+        run is found wherever it was written from (a worker, an earlier run of the study)."""
+        if best_run(study, number) is not None:
+            return
+        run_id = self.tracker.trial_run_id_of(self.study_name, number)
+        if run_id is not None:
+            study.set_user_attr(ATTR_BEST_RUN, {"trial": number, "run": run_id,
+                                                "parent": self.parent})
 
     def end(self, status: str) -> None:
         self.tracker.end_run(self.parent, status)

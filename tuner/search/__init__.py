@@ -24,7 +24,14 @@ if TYPE_CHECKING:
         kind_of,
     )
     from tuner.search._heartbeat import Heartbeat, LostTrial, interval_for, reap_stale
-    from tuner.search._lookup import best_epoch, best_trial, final_trial, find_study, stored_space
+    from tuner.search._lookup import (
+        best_epoch,
+        best_run,
+        best_trial,
+        final_trial,
+        find_study,
+        stored_space,
+    )
     from tuner.search._optuna import importance_module as optuna_importance
     from tuner.search._optuna import plotly_views as plotly_optuna_views
     from tuner.search._optuna import trial_id
@@ -62,6 +69,7 @@ if TYPE_CHECKING:
         shared_url,
     )
     from tuner.search._study import (
+        ATTR_BEST_RUN,
         ATTR_CANONICAL,
         ATTR_EXPERIMENT,
         ATTR_FINAL,
@@ -122,7 +130,8 @@ _NAMES = {
     "_claim": ("asking_room", "next_trial", "study_done"),
     "_defaults": ("DEFAULT_STORAGE", "DEFAULT_TIMEOUT_S", "RETRY_S", "check_parallel", "kind_of"),
     "_heartbeat": ("Heartbeat", "LostTrial", "interval_for", "reap_stale"),
-    "_lookup": ("best_epoch", "best_trial", "final_trial", "find_study", "stored_space"),
+    "_lookup": ("best_epoch", "best_run", "best_trial", "final_trial", "find_study",
+                "stored_space"),
     "_optuna": ("optuna_importance", "plotly_optuna_views", "trial_id"),
     "_pareto": (
         "FrontMember", "finite", "format_front", "front_table", "front_trial", "objectives_of",
@@ -139,7 +148,7 @@ _NAMES = {
         "shared_url",
     ),
     "_study": (
-        "ATTR_CANONICAL", "ATTR_EXPERIMENT", "ATTR_FINAL", "ATTR_HASH", "ATTR_OBJECTIVES",
+        "ATTR_BEST_RUN", "ATTR_CANONICAL", "ATTR_EXPERIMENT", "ATTR_FINAL", "ATTR_HASH", "ATTR_OBJECTIVES",
         "ATTR_PARENT_RUN", "ATTR_PRUNER", "ATTR_SEED", "ATTR_SPACE_CHANGES", "ATTR_SPACE_FILE",
         "ATTR_SPACE_TEXT", "ATTR_STOPPING", "ATTR_STRATEGY", "ATTR_TRIALS", "HEARTBEAT",
         "StudyHandle", "TRIAL_BEST_EPOCH", "TRIAL_CONSTRAINTS", "TRIAL_CRASH_RETRIES",
@@ -158,25 +167,26 @@ _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 _RENAMED = {"optuna_importance": "importance_module", "plotly_optuna_views": "plotly_views"}
 
 __all__ = [
-    "ATTR_CANONICAL", "ATTR_EXPERIMENT", "ATTR_FALLBACK", "ATTR_FINAL", "ATTR_HASH",
-    "ATTR_OBJECTIVES", "ATTR_PARENT_RUN", "ATTR_PRUNER", "ATTR_SEED", "ATTR_SPACE_CHANGES",
-    "ATTR_SPACE_FILE", "ATTR_SPACE_TEXT", "ATTR_STOPPING", "ATTR_STRATEGY", "ATTR_TRIALS",
-    "ATTR_WARM_START", "DEFAULT_STORAGE", "DEFAULT_TIMEOUT_S", "HEARTBEAT", "RETRY_S",
-    "STARTUP_TRIALS", "TRIAL_BEST_EPOCH", "TRIAL_CONSTRAINTS", "TRIAL_COPIED_FROM",
+    "ATTR_BEST_RUN", "ATTR_CANONICAL", "ATTR_EXPERIMENT", "ATTR_FALLBACK", "ATTR_FINAL",
+    "ATTR_HASH", "ATTR_OBJECTIVES", "ATTR_PARENT_RUN", "ATTR_PRUNER", "ATTR_SEED",
+    "ATTR_SPACE_CHANGES", "ATTR_SPACE_FILE", "ATTR_SPACE_TEXT", "ATTR_STOPPING", "ATTR_STRATEGY",
+    "ATTR_TRIALS", "ATTR_WARM_START", "DEFAULT_STORAGE", "DEFAULT_TIMEOUT_S", "HEARTBEAT",
+    "RETRY_S", "STARTUP_TRIALS", "TRIAL_BEST_EPOCH", "TRIAL_CONSTRAINTS", "TRIAL_COPIED_FROM",
     "TRIAL_CRASH_RETRIES", "TRIAL_CV_VALUES", "TRIAL_ENQUEUED", "TRIAL_GRID", "TRIAL_INTERRUPTED",
     "TRIAL_LOST", "TRIAL_METRICS", "TRIAL_PARAMS", "TRIAL_REASON", "TRIAL_REQUEUED",
     "TRIAL_RETRY_OF", "TRIAL_SEED", "TRIAL_SURPLUS", "FrontMember", "GuardedSampler", "Heartbeat",
     "LostTrial", "PerTrialSampler", "RetryingStorage", "StoppingRules", "StorageUnavailable",
-    "StudyHandle", "apply_warm_start", "asking_room", "batch_limit", "best_epoch", "best_trial",
-    "budget_slots", "check_parallel", "check_warm_start", "claim_waiting", "counted_trials",
-    "default_study_name", "describe", "diff_spaces", "discard_if_unused", "enqueue_grid",
-    "enqueue_known", "final_trial", "find_study", "finite", "format_front", "front_table",
-    "front_trial", "interval_for", "is_transient", "kind_of", "make_pruner", "make_sampler",
-    "next_trial", "objectives_of", "open_storage", "open_study", "optuna_importance",
-    "pareto_front", "parse_condition", "pick", "plan_budget", "plotly_optuna_views", "points_from",
-    "quiet_optuna", "random_start_note", "reap_stale", "retry_attrs", "retry_params",
-    "sampler_name", "seeded_sampler", "shared_start_note", "shared_url", "stored_space",
-    "study_done", "trial_id", "trial_seed", "trials_since_best", "uncounted", "warm_start",
+    "StudyHandle", "apply_warm_start", "asking_room", "batch_limit", "best_epoch", "best_run",
+    "best_trial", "budget_slots", "check_parallel", "check_warm_start", "claim_waiting",
+    "counted_trials", "default_study_name", "describe", "diff_spaces", "discard_if_unused",
+    "enqueue_grid", "enqueue_known", "final_trial", "find_study", "finite", "format_front",
+    "front_table", "front_trial", "interval_for", "is_transient", "kind_of", "make_pruner",
+    "make_sampler", "next_trial", "objectives_of", "open_storage", "open_study",
+    "optuna_importance", "pareto_front", "parse_condition", "pick", "plan_budget",
+    "plotly_optuna_views", "points_from", "quiet_optuna", "random_start_note", "reap_stale",
+    "retry_attrs", "retry_params", "sampler_name", "seeded_sampler", "shared_start_note",
+    "shared_url", "stored_space", "study_done", "trial_id", "trial_seed", "trials_since_best",
+    "uncounted", "warm_start",
 ]
 
 

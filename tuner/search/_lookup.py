@@ -12,7 +12,14 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import TunerError
 from tuner.search._storage import describe, open_storage
-from tuner.search._study import ATTR_FINAL, ATTR_SPACE_FILE, ATTR_SPACE_TEXT, TRIAL_BEST_EPOCH
+from tuner.search._study import (
+    ATTR_BEST_RUN,
+    ATTR_FINAL,
+    ATTR_PARENT_RUN,
+    ATTR_SPACE_FILE,
+    ATTR_SPACE_TEXT,
+    TRIAL_BEST_EPOCH,
+)
 from tuner.space import Space, parse_space
 
 
@@ -45,6 +52,17 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
         return study.best_trial
     except ValueError:
         raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
+
+
+def best_run(study: optuna.Study, number: int) -> str | None:
+    """The MLflow run of trial `number` as the study recorded it at its end (its best trial's),
+    if that record still holds: the same trial, under the study's current parent run. None
+    when it does not (a newer best, a study logged elsewhere since): then MLflow is asked."""
+    noted = study.user_attrs.get(ATTR_BEST_RUN)
+    if not isinstance(noted, dict) or noted.get("trial") != number:
+        return None
+    parent = study.user_attrs.get(ATTR_PARENT_RUN)
+    return str(noted["run"]) if parent is not None and noted.get("parent") == parent else None
 
 
 def final_trial(study: optuna.Study) -> FrozenTrial:

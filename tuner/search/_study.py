@@ -34,6 +34,7 @@ ATTR_SPACE_CHANGES = "tuner.space_changes"  # what --allow-space-change let thro
 ATTR_OBJECTIVES = "tuner.objectives"  # [[key, direction], ...] of a multi-objective study
 ATTR_STOPPING = "tuner.stopping"  # the latest run's stopping rules, for `tuner worker`
 ATTR_FINAL = "tuner.final"  # how the final model was chosen: trials, scores, optimism, reason
+ATTR_BEST_RUN = "tuner.best_run"  # {"trial", "run", "parent"}: the MLflow run of the best trial
 # Trial user attributes.
 TRIAL_PARAMS = "params"  # every active parameter, fixed ones included
 TRIAL_SEED = "seed"

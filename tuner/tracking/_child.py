@@ -30,7 +30,7 @@ _CALLS: dict[str, Any] = {"torch_model": log_torch_model_at, "raw_row_model": lo
 # What the study's process may ask of the store (`Tracker.store`).
 _STORE = {name: getattr(_client, name) for name in (
     "open_parent_run", "create_plain_run", "log_values", "end_run", "run_data", "log_files",
-    "end_orphaned_runs", "experiment_of_run")}
+    "end_orphaned_runs", "experiment_of_run", "trial_run")}
 _ANSWERED = {"check", "open", "call", "store", "client"}  # requests that wait for a reply
 
 

@@ -265,6 +265,16 @@ def experiment_of_run(client: MlflowClient, run_id: str) -> str | None:
         return None
 
 
+def trial_run(client: MlflowClient, experiment_id: str, study: str, number: int) -> str | None:
+    """The id of the run holding trial `number` of `study` in the experiment, if it is there."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.study = '{study}' and tags.trial_number = '{number}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return str(runs[0].info.run_id) if runs else None
+
+
 def end_run(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status=RUN_STATUS.get(status, status))
 

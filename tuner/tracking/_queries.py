@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner.errors import OptionError, TunerError, redact
-from tuner.tracking._client import BATCH_LIMIT, client_for, experiment_of_run, store_uri, text
+from tuner.tracking._client import (
+    BATCH_LIMIT,
+    client_for,
+    experiment_of_run,
+    store_uri,
+    text,
+    trial_run,
+)
 from tuner.tracking._pool import prestarted_for
 from tuner.tracking._tracker import Tracker
 
@@ -19,13 +26,7 @@ from tuner.tracking._tracker import Tracker
 def find_trial_run(tracking_uri: str | None, experiment_id: str, study: str,
                    number: int) -> str | None:
     """The MLflow run id holding trial `number` of `study`, if it was tracked there."""
-    client = client_for(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.study = '{study}' and tags.trial_number = '{number}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    return str(runs[0].info.run_id) if runs else None
+    return trial_run(client_for(tracking_uri), experiment_id, study, number)
 
 
 def fail_trial_run(tracker: Tracker, study: str, number: int, run_id: str | None,
@@ -34,7 +35,7 @@ def fail_trial_run(tracker: Tracker, study: str, number: int, run_id: str | None
     from mlflow.entities import RunTag
 
     if run_id is None:
-        run_id = find_trial_run(tracker.tracking_uri, tracker.experiment_id, study, number)
+        run_id = tracker.trial_run_id_of(study, number)
     if run_id is None:
         return None
     run = tracker.timed(tracker.client.get_run, run_id)

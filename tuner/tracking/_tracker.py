@@ -257,6 +257,12 @@ class Tracker:
             return ref.writer.run_id(ref.number)
         return None if ref.id is None else str(ref.id)
 
+    def trial_run_id_of(self, study: str, number: int) -> str | None:
+        """The id of the run of trial `number` of `study` in this experiment, wherever it was
+        written from (this process, another worker, an earlier run of the study)."""
+        run_id = self.store("trial_run", self.experiment_id, study, number)
+        return None if run_id is None else str(run_id)
+
     def end_run(self, run_id: str, status: str) -> None:
         """End a run (after everything queued for it is written)."""
         self.store("end_run", run_id, status)
