@@ -43,6 +43,11 @@ def test_stored_studies_and_runs_as_dataframes(workdir: Path, tracking_uri: str)
     assert len(runs) == 3  # the parent run and one per trial
     assert sorted(runs["tags.tuner.role"]) == ["study", "trial", "trial"]
     assert tuner.open_study(result.study, journal).best_trial.number == result.best_trial
+    # Written from a thread here (MLflow is loaded): the study recorded its best trial's run.
+    best_run = runs.loc[runs["tags.trial_number"] == str(result.best_trial), "run_id"]
+    assert tuner.open_study(result.study, journal).user_attrs["tuner.best_run"] == {
+        "trial": result.best_trial, "run": best_run.item(),
+        "parent": result.mlflow_parent_run_id}
     with pytest.raises(tuner.TunerError, match="no study 'missing'"):
         tuner.open_study("missing", journal)
     with pytest.raises(tuner.TunerError, match="no MLflow experiment"):

@@ -70,6 +70,10 @@ def test_two_workers_run_a_grid_exactly_once_even_when_one_is_killed_mid_trial(
     assert by_number[victim.number].info.status == "FAILED"  # not RUNNING forever
     assert "worker lost" in by_number[victim.number].data.tags["fail_reason"]
     assert {r.info.status for n, r in by_number.items() if n != victim.number} == {"FINISHED"}
+    # The workers trained every trial: the parent process found the best one's run in the store.
+    best = study.best_trial.number
+    assert study.user_attrs["tuner.best_run"] == {
+        "trial": best, "run": by_number[best].info.run_id, "parent": parents[0].info.run_id}
 
     again = run_study(load_space(space), RunOptions(
         storage=journal, tracking_uri=tracking_uri, experiment="parallel-grid", workers=2,

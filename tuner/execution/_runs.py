@@ -37,6 +37,7 @@ class StudyRuns:
         self.parent = parent
         self.study = study
         self.objective_keys = [o.key for o in space.objectives]
+        self._trial_runs: dict[int, TrialRun] = {}  # this process's trials' runs, by number
 
     @classmethod
     def open(cls, tracker: Tracker, study: optuna.Study, space: Space, strategy: str, seed: int,
@@ -74,7 +75,9 @@ class StudyRuns:
     def start_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> TrialRun:
         tags = {"strategy": self.strategy,
                 **({"enqueued": "true"} if trial.user_attrs.get(TRIAL_ENQUEUED) else {})}
-        return self.tracker.start_trial(self.parent, self.study_name, trial.number, params, tags)
+        run = self.tracker.start_trial(self.parent, self.study_name, trial.number, params, tags)
+        self._trial_runs[trial.number] = run
+        return run
 
     def finish_trial(self, run: TrialRun, outcome: TrialOutcome) -> None:
         tags: dict[str, Any] = {"epochs": outcome.epochs, "best_epoch": outcome.best_epoch,
@@ -101,11 +104,14 @@ class StudyRuns:
 
     def note_best_run(self, study: optuna.Study, number: int) -> None:
         """Record in the study which run holds trial `number`, its best: `tuner best` then names
-        the run without loading MLflow (seconds). Asked of the store once per new best, so the
-        run is found wherever it was written from (a worker, an earlier run of the study)."""
+        the run without loading MLflow (seconds). A trial of this process's is its writer's to
+        name; another's (a worker's, an earlier run's) is looked up in the store."""
         if best_run(study, number) is not None:
             return
-        run_id = self.tracker.trial_run_id_of(self.study_name, number)
+        run = self._trial_runs.get(number)
+        run_id = self.tracker.trial_run_id(run.ref) if run is not None else None
+        if run_id is None:  # another process's trial (or its run's creation failed)
+            run_id = self.tracker.trial_run_id_of(self.study_name, number)
         if run_id is not None:
             study.set_user_attr(ATTR_BEST_RUN, {"trial": number, "run": run_id,
                                                 "parent": self.parent})

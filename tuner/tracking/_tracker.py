@@ -252,9 +252,14 @@ class Tracker:
         self.submit(write)
 
     def trial_run_id(self, ref: Any) -> str | None:
-        self.flush()
-        if isinstance(ref, _ProcessRun):
-            return ref.writer.run_id(ref.number)
+        """The id of a run this tracker started; None if its creation failed, or if the writer
+        process that knew it has ended."""
+        try:
+            self.flush()
+            if isinstance(ref, _ProcessRun):
+                return ref.writer.run_id(ref.number)
+        except WriterLost:
+            return None
         return None if ref.id is None else str(ref.id)
 
     def trial_run_id_of(self, study: str, number: int) -> str | None:
@@ -324,6 +329,11 @@ class TrialRun:
         self._params = params or []  # written with the first batch
         self._pending: list[tuple[str, float, int, int]] = []
         self._last_flush = time.monotonic()
+
+    @property
+    def ref(self) -> Any:
+        """How the tracker knows the run (`Tracker.trial_run_id`)."""
+        return self._ref
 
     @property
     def run_id(self) -> str:
