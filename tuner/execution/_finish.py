@@ -48,15 +48,23 @@ def finish_study(session: Session, log_model: bool, views: bool,
     """Choose the final model, evaluate it once on the test split, log the study's summary and
     model. Returns {"test_metrics", "model_uri", "test_model", "final"} ({} without a complete
     trial; a custom trainer without a refit hook has no test metrics)."""
-    study, space, runs = session.study, session.space, session.runs
-    chosen = chosen_trial(study)
+    chosen = chosen_trial(session.study)
     if chosen is None:
         return {}
+    result = _finish(session, chosen, log_model, views, refit)
+    if session.runs is not None and not session.space.multi:
+        # Last: the trial runs are written by now (asked earlier, the study would wait for
+        # them, and for the writer's warm-up, before its re-evaluation).
+        session.runs.note_best_run(session.study, chosen.number)
+    return result
+
+
+def _finish(session: Session, chosen: FrozenTrial, log_model: bool, views: bool,
+            refit: bool) -> dict[str, Any]:
+    study, space, runs = session.study, session.space, session.runs
     summary: dict[str, float] = {"best_trial": chosen.number}
     if not space.multi:
         summary["best_value"] = float(chosen.value or 0.0)
-        if runs is not None:
-            runs.note_best_run(study, chosen.number)
     if runs is not None and space.multi:
         _log_front(runs, study, space)
     if space.model != "mlp":
