@@ -396,6 +396,9 @@ def test_a_killed_writer_leaves_no_run_open(workdir: Path, tracking_uri: str) ->
     assert "RUNNING" not in {r.info.status for r in trials}
     study = load_study("orphans", workdir / "orphans.journal")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # the study is whole
+    # The best trial's run, which only the killed writer knew by its id, was found in the store.
+    by_number = {int(r.data.tags["trial_number"]): r.info.run_id for r in trials}
+    assert study.user_attrs["tuner.best_run"]["run"] == by_number[study.best_trial.number]
 
     # A run left open (as by a process killed together with its writer) is ended when the
     # study resumes; one whose trial runs elsewhere is not.

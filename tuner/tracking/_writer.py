@@ -259,6 +259,8 @@ class ProcessWriter:
     def _ask(self, request: tuple[Any, ...], meanwhile: Callable[[], None] | None = None
              ) -> Any:
         with self._lock:  # one question at a time, so each reply is the answer to it
+            if self._in.closed:  # abandoned (`abandon`): there is no one to answer
+                raise WriterLost("the MLflow writer process was ended")
             self._outbox.put(request)
             if meanwhile is not None:
                 meanwhile()
