@@ -14,7 +14,7 @@ import torch
 from tests.conftest import TINY_SPACE, write_space
 from tests.helpers import load_study, metric_history, runs_of
 from tuner import RunOptions, TunerError, load_space, run_study
-from tuner.search import TRIAL_PARAMS
+from tuner.search import ATTR_BEST_RUN, ATTR_PARENT_RUN, TRIAL_PARAMS, best_run
 
 
 def options(tmp: Path, uri: str, experiment: str, **kw) -> RunOptions:
@@ -80,6 +80,23 @@ def test_resume_continues_numbers_and_reuses_the_parent_run(
     parents, trials = runs_of(tracking_uri, "resume")
     assert len(parents) == 1
     assert sorted(int(r.data.tags["trial_number"]) for r in trials) == [0, 1, 2, 3]
+    # The best trial's run is recorded whichever run of the study trained it.
+    by_number = {int(r.data.tags["trial_number"]): r.info.run_id for r in trials}
+    assert best_run(study, study.best_trial.number) == by_number[study.best_trial.number]
+
+
+def test_a_best_run_record_that_does_not_hold_is_not_used() -> None:
+    study = optuna.create_study()
+    study.set_user_attr(ATTR_PARENT_RUN, "p" * 32)
+    cases = {"held": ({"trial": 3, "run": "r" * 32, "parent": "p" * 32}, "r" * 32),
+             "another trial": ({"trial": 4, "run": "r" * 32, "parent": "p" * 32}, None),
+             "another parent": ({"trial": 3, "run": "r" * 32, "parent": "q" * 32}, None),
+             "no run": ({"trial": 3, "parent": "p" * 32}, None),
+             "not a run id": ({"trial": 3, "run": ["r"], "parent": "p" * 32}, None),
+             "not a record": ("r" * 32, None)}
+    for case, (record, expected) in cases.items():
+        study.set_user_attr(ATTR_BEST_RUN, record)
+        assert best_run(study, 3) == expected, case
 
 
 def test_resume_with_a_changed_space_is_refused_naming_the_change(

@@ -61,8 +61,9 @@ def best_run(study: optuna.Study, number: int) -> str | None:
     noted = study.user_attrs.get(ATTR_BEST_RUN)
     if not isinstance(noted, dict) or noted.get("trial") != number:
         return None
-    parent = study.user_attrs.get(ATTR_PARENT_RUN)
-    return str(noted["run"]) if parent is not None and noted.get("parent") == parent else None
+    run, parent = noted.get("run"), study.user_attrs.get(ATTR_PARENT_RUN)
+    holds = isinstance(run, str) and parent is not None and noted.get("parent") == parent
+    return run if holds else None
 
 
 def final_trial(study: optuna.Study) -> FrozenTrial:
